@@ -1,0 +1,3 @@
+from ytdnn.cli import main
+
+raise SystemExit(main())

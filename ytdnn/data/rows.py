@@ -1,0 +1,350 @@
+"""Rows: a table read from one file, the line each row came from, and the checks on it.
+
+The readers (readers.py, movielens.py) parse a file into a Rows, then ``convert`` its columns,
+``check_key`` and ``finish``. Each step finds bad rows as boolean masks, vectorised; ``reject``
+then raises a DataError for the first one, or (``skip_bad_rows=True``) drops them all and records
+each as a BadRow. Nothing else ever removes a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ytdnn.data.schema import DataError, TableSchema, validate_table
+
+_TRUE = pa.array(["true", "t", "yes", "y", "1"])
+_FALSE = pa.array(["false", "f", "no", "n", "0"])
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row a reader skipped (``skip_bad_rows=True``): where it was and why."""
+
+    file: str
+    line: int | None  # 1-based line in ``file`` (row number for Parquet)
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} column {self.column!r}: {self.reason}"
+
+
+class SkippedRowsWarning(UserWarning):
+    """Rows were skipped because the reader was asked to (``skip_bad_rows=True``)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to convert one column to its canonical type.
+
+    kind: "int", "float", "string", "bool", "id", "list" (split on ``delimiter``), "date"
+    (strptime ``date_format`` -> int64 Unix seconds) or "infer" (int, else float, else string;
+    never a bad value, for columns outside the schema).
+    """
+
+    kind: str
+    required: bool = False  # a missing value is a bad row
+    nonnegative: bool = False
+    ids: str = "auto"  # for kind "id": "auto" (int64 if every id is an integer), "int" or "string"
+    delimiter: str = "|"  # for kind "list"
+    date_format: str = "%d-%b-%Y"  # for kind "date"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The rows (mask [n]) with one kind of problem in one column."""
+
+    mask: np.ndarray
+    column: str | None
+    reason: str
+    detail: Callable[[int], str] | None = None  # row -> text after the reason, e.g. the bad value
+
+    def message(self, row: int) -> str:
+        return self.reason if self.detail is None else f"{self.reason}: {self.detail(row)}"
+
+
+class Rows:
+    """A table read from ``file``, and the 1-based line of each of its rows (computed when needed).
+
+    ``table`` may be replaced by one with the same rows in the same order (new or dropped columns).
+    """
+
+    def __init__(
+        self,
+        table: pa.Table,
+        file: str | Path,
+        lines: Callable[[], np.ndarray],
+        *,
+        skip_bad_rows: bool = False,
+        bad: list[BadRow] | None = None,
+        header_line: int | None = None,
+    ):
+        self.table = table
+        self.file = str(file)
+        self.skip_bad_rows = skip_bad_rows
+        self.bad = [] if bad is None else bad
+        self.header_line = header_line  # where a missing column would have been named
+        self.file_names: dict[str, str] = {}  # canonical -> the file's name, for messages
+        self._line_fn = lines
+        self._lines: np.ndarray | None = None
+
+    def lines(self) -> np.ndarray:
+        """[rows] the line of each row in the file."""
+        if self._lines is None:
+            self._lines = np.asarray(self._line_fn())
+        return self._lines
+
+    def reject(self, problems: Sequence[Problem]) -> None:
+        """Raise for the earliest bad row, or drop every bad row and record it (skip_bad_rows)."""
+        problems = [p for p in problems if p.mask.any()]
+        if not problems:
+            return
+        lines = self.lines()
+        if not self.skip_bad_rows:
+            first = min(problems, key=lambda p: int(p.mask.argmax()))  # ties: the earlier column
+            row = int(first.mask.argmax())
+            column = self.file_names.get(first.column, first.column)
+            raise DataError(first.message(row), file=self.file, line=int(lines[row]), column=column)
+        taken = np.zeros(self.table.num_rows, bool)
+        for p in problems:
+            column = self.file_names.get(p.column, p.column)
+            for row in np.flatnonzero(p.mask & ~taken):
+                self.bad.append(BadRow(self.file, int(lines[row]), column, p.message(row)))
+            taken |= p.mask
+        self.table = self.table.filter(pa.array(~taken))
+        self._lines = lines[~taken]
+
+    def rename(self, columns: Mapping[str, str], schema: TableSchema) -> None:
+        """Give the file's columns their canonical names (columns: canonical -> file name).
+
+        Messages about a renamed column still use the file's name for it: that is what the user sees.
+        """
+        present = self.table.column_names
+        for canonical, name in columns.items():
+            if name not in present:
+                raise DataError(
+                    f"no column {name!r} (for {canonical!r}) in the file",
+                    file=self.file,
+                    line=self.header_line,
+                    column=name,
+                )
+        inverse = {name: canonical for canonical, name in columns.items()}
+        names = [inverse.get(n, n) for n in present]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise DataError(
+                    "two columns map to one name",
+                    file=self.file,
+                    line=self.header_line,
+                    column=name,
+                )
+        self.table = self.table.rename_columns(names)
+        self.file_names = dict(zip(names, present, strict=True))
+        for name in schema.required:
+            if name not in names:
+                raise DataError(
+                    f"missing required column of table {schema.name!r}",
+                    file=self.file,
+                    line=self.header_line,
+                    column=name,
+                )
+
+    def convert(self, specs: Mapping[str, Spec]) -> None:
+        """Convert the columns named in ``specs``; unparsable, missing or negative values are bad rows."""
+        problems, columns = [], {}
+        for name in self.table.column_names:
+            if name not in specs:
+                columns[name] = self.table.column(name)
+                continue
+            spec, raw = specs[name], self.table.column(name).combine_chunks()
+            values, found = convert_column(raw, spec, file=self.file, column=name)
+            shown = _shower(raw)
+            flagged = np.zeros(len(raw), bool)
+            for mask, reason in found:
+                problems.append(Problem(mask, name, reason, shown))
+                flagged |= mask
+            if spec.required:
+                problems.append(
+                    Problem(~_mask(pc.is_valid(values)) & ~flagged, name, "missing value")
+                )
+            if spec.nonnegative:
+                problems.append(Problem(_mask(pc.less(values, 0)), name, "negative value", shown))
+            columns[name] = values
+        self.table = pa.table(columns) if columns else self.table
+        self.reject(problems)
+
+    def check_key(self, key: Sequence[str]) -> None:
+        """A row whose key appeared on an earlier row is bad (the first one stays)."""
+        key = list(key)
+        if self.table.num_rows == 0:
+            return
+        frame = pl.from_arrow(self.table.select(key)).with_row_index("_row")
+        first = frame.select(pl.col("_row").first().over(key)).to_series().to_numpy()
+        duplicate = first != np.arange(len(first))
+        if not duplicate.any():
+            return
+        lines = self.lines()
+
+        def detail(row: int) -> str:
+            value = ", ".join(str(self.table.column(k)[row].as_py()) for k in key)
+            return f"{value} (first on line {lines[first[row]]})"
+
+        self.reject([Problem(duplicate, ",".join(key), f"duplicate {'/'.join(key)}", detail)])
+
+    def finish(self, schema: TableSchema) -> pa.Table:
+        """Check the key, then validate against ``schema``: the canonical table."""
+        if schema.key:
+            self.check_key(schema.key)
+        return validate_table(self.table, schema, source=self.file)
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """[n] bool, null counted as False."""
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _shower(raw: pa.Array) -> Callable[[int], str]:
+    return lambda row: repr(raw[row].as_py())
+
+
+def _null_if_blank(text: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+
+
+def _cast_each(values: pa.Array, to: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast, and find the values that do not survive the cast (bad [n]); nulls stay null.
+
+    The search, by bisection, runs only after the whole-column cast failed: the happy path is one
+    vectorised cast, and k bad values cost about k * log2(n) casts.
+    """
+    bad = np.zeros(len(values), bool)
+    try:
+        return pc.cast(values, to), bad
+    except pa.ArrowInvalid:
+        pass
+    pending = [(0, len(values))]
+    while pending:
+        start, stop = pending.pop()
+        try:
+            pc.cast(values.slice(start, stop - start), to)
+        except pa.ArrowInvalid:
+            if stop - start == 1:
+                bad[start] = True
+            else:
+                middle = (start + stop) // 2
+                pending += [(start, middle), (middle, stop)]
+    return pc.cast(pc.if_else(pa.array(~bad), values, pa.scalar(None, values.type)), to), bad
+
+
+def convert_column(
+    values: pa.Array, spec: Spec, *, file: str, column: str
+) -> tuple[pa.Array, list]:
+    """Convert one column as ``spec`` says: (values, [(bad mask [n], reason), ...]).
+
+    Text is parsed; typed (Parquet) columns are cast. A column whose type cannot hold the kind at
+    all (a list where a number belongs) is a DataError for the whole column.
+    """
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if pa.types.is_large_string(values.type):
+        values = values.cast(pa.string())
+    if pa.types.is_string(values.type):
+        return _from_text(values, spec)
+    return _from_typed(values, spec, file, column)
+
+
+def _from_text(text: pa.Array, spec: Spec) -> tuple[pa.Array, list]:
+    kind = spec.kind
+    if kind == "string":
+        return _null_if_blank(text), []
+    if kind == "list":
+        empty = pa.scalar([], pa.list_(pa.string()))
+        return pc.if_else(pc.equal(text, ""), empty, pc.split_pattern(text, spec.delimiter)), []
+    stripped = _null_if_blank(pc.utf8_trim_whitespace(text))
+    present = _mask(pc.is_valid(stripped))
+    if kind == "int" or (kind == "id" and spec.ids == "int"):
+        return _parse_ints(stripped, present)
+    if kind == "id":
+        if spec.ids == "string":
+            return stripped, []
+        values, found = _parse_ints(stripped, present)
+        return (values, []) if not any(mask.any() for mask, _ in found) else (stripped, [])
+    if kind == "float":
+        return _parse_floats(stripped, present)
+    if kind == "bool":
+        lowered = pc.utf8_lower(stripped)
+        true, false = _mask(pc.is_in(lowered, _TRUE)), _mask(pc.is_in(lowered, _FALSE))
+        values = pc.if_else(
+            pa.array(true), True, pc.if_else(pa.array(false), False, pa.scalar(None, pa.bool_()))
+        )
+        return values, [(present & ~true & ~false, "not a boolean")]
+    if kind == "date":
+        parsed = pc.strptime(stripped, format=spec.date_format, unit="s", error_is_null=True)
+        values = parsed.cast(pa.int64())
+        return values, [
+            (present & ~_mask(pc.is_valid(values)), f"not a date like {spec.date_format}")
+        ]
+    if kind == "infer":
+        for attempt in (_parse_ints, _parse_floats):
+            values, found = attempt(stripped, present)
+            if not any(mask.any() for mask, _ in found):
+                return values, []
+        return _null_if_blank(text), []
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _parse_ints(stripped: pa.Array, present: np.ndarray) -> tuple[pa.Array, list]:
+    # A pattern first: pyarrow alone would also take "0x10" as 16, and an id must not change.
+    wellformed = _mask(pc.match_substring_regex(stripped, r"^-?[0-9]+$"))
+    candidates = pc.if_else(pa.array(wellformed), stripped, pa.scalar(None, pa.string()))
+    values, too_big = _cast_each(candidates, pa.int64())
+    return values, [(present & ~wellformed, "not an integer"), (too_big, "integer out of range")]
+
+
+def _parse_floats(stripped: pa.Array, present: np.ndarray) -> tuple[pa.Array, list]:
+    values, bad = _cast_each(stripped, pa.float64())
+    return values, [(bad, "not a number"), *_non_finite(values)]
+
+
+def _non_finite(values: pa.Array) -> list:
+    # nan and inf parse, but no watch time, age or duration is either
+    return [(~_mask(pc.is_finite(values)) & _mask(pc.is_valid(values)), "not a finite number")]
+
+
+def _from_typed(values: pa.Array, spec: Spec, file: str, column: str) -> tuple[pa.Array, list]:
+    t, kind = values.type, spec.kind
+    numeric = (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+    )
+    if kind == "infer":
+        return values, []
+    if kind == "id" and (spec.ids == "string" or not numeric):
+        kind = "string"
+    if kind == "string" and not pa.types.is_nested(t):
+        return values.cast(pa.string()), []
+    if pa.types.is_timestamp(t) and kind in ("int", "date"):
+        return values.cast(pa.timestamp("s"), safe=False).cast(pa.int64()), []  # Unix seconds
+    if kind in ("int", "id", "date") and numeric:
+        values, bad = _cast_each(values, pa.int64())
+        return values, [(bad, "not an integer")]
+    if kind == "float" and numeric:
+        values, bad = _cast_each(values, pa.float64())
+        return values, [(bad, "not a number"), *_non_finite(values)]
+    if kind == "bool" and (pa.types.is_boolean(t) or pa.types.is_integer(t)):
+        ok = _mask(pc.is_in(values, pa.array([0, 1], t))) | ~_mask(pc.is_valid(values))
+        return pc.if_else(pa.array(ok), values, pa.scalar(None, t)).cast(pa.bool_()), [
+            (~ok, "not a boolean")
+        ]
+    if kind == "list" and pa.types.is_list(t) and not pa.types.is_nested(t.value_type):
+        return values.cast(pa.list_(pa.string())), []
+    raise DataError(f"a {t} column cannot be read as {kind}", file=file, column=column)

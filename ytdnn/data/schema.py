@@ -1,0 +1,262 @@
+"""The canonical tables (DESIGN.md): column names and Arrow types are part of the public API.
+
+Conventions every stage relies on:
+- ``user_id`` / ``item_id`` are int64 or string; all tables of one dataset use the same type for
+  each id space. The vocabularies map them to dense integers.
+- ``timestamp`` and ``upload_time`` are int64 seconds (Unix time for real logs, seconds since the
+  start of the world for the synthetic one). A watches table whose timestamps are all null has no
+  order (the ml-1m fold files): ``has_timestamps`` tells.
+- ``watch_time`` is float64 seconds, or a proxy such as a rating; it is never negative.
+- ``categories`` is a list of strings (multivalent); every other feature column is scalar.
+- Extra columns are allowed and kept (for example ``fold`` for the ml-1m fold files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ID = "id"  # int64 or string, see the module docstring
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType | str  # ID for id columns
+    required: bool = True
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()  # columns that must be unique together, if any
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
+
+
+WATCHES = TableSchema(
+    "watches",
+    (
+        Column("user_id", ID),
+        Column("item_id", ID),
+        Column("timestamp", pa.int64(), nullable=True),  # null everywhere = unordered log
+        Column("watch_time", pa.float64(), required=False),
+    ),
+)
+SEARCHES = TableSchema(
+    "searches",
+    (
+        Column("user_id", ID),
+        Column("timestamp", pa.int64()),
+        Column("query", pa.string()),
+    ),
+)
+IMPRESSIONS = TableSchema(
+    "impressions",
+    (
+        Column("user_id", ID),
+        Column("item_id", ID),
+        Column("timestamp", pa.int64()),
+        Column("clicked", pa.bool_()),
+        Column("watch_time", pa.float64()),
+        Column("page_id", ID),
+    ),
+)
+USERS = TableSchema(
+    "users",
+    (
+        Column("user_id", ID),
+        Column("age", pa.float64(), required=False, nullable=True),
+        Column("gender", pa.string(), required=False, nullable=True),
+        Column("geo", pa.string(), required=False, nullable=True),
+        Column("device", pa.string(), required=False, nullable=True),
+        Column("language", pa.string(), required=False, nullable=True),
+        Column("occupation", pa.string(), required=False, nullable=True),
+    ),
+    key=("user_id",),
+)
+ITEMS = TableSchema(
+    "items",
+    (
+        Column("item_id", ID),
+        Column("upload_time", pa.int64(), required=False, nullable=True),
+        Column("channel", pa.string(), required=False, nullable=True),
+        Column("language", pa.string(), required=False, nullable=True),
+        Column("categories", pa.list_(pa.string()), required=False, nullable=True),
+        Column("title", pa.string(), required=False, nullable=True),
+        Column("duration", pa.float64(), required=False, nullable=True),
+    ),
+    key=("item_id",),
+)
+
+SCHEMAS: dict[str, TableSchema] = {
+    s.name: s for s in (WATCHES, SEARCHES, IMPRESSIONS, USERS, ITEMS)
+}
+TABLES = tuple(SCHEMAS)
+
+
+class DataError(ValueError):
+    """A malformed input. Names the file, the (1-based) line and the column where known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ):
+        self.file = None if file is None else str(file)
+        self.line = line
+        self.column = column
+        where = ", ".join(
+            part
+            for part in (
+                f"file {self.file}" if self.file else "",
+                f"line {line}" if line is not None else "",
+                f"column {column!r}" if column else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def _is_id_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path = "<table>") -> pa.Table:
+    """Check ``table`` against ``schema``; return it with columns cast to the canonical types.
+
+    Raises DataError naming the source, the first offending row (as a 1-based line of the table)
+    and the column.
+    """
+    for name in schema.required:
+        if name not in table.column_names:
+            raise DataError(f"missing required column for table {schema.name!r}", file=source, column=name)
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name not in schema.names:
+            columns[name] = col
+            continue
+        spec = schema.column(name)
+        if spec.type == ID:
+            if pa.types.is_integer(col.type):
+                col = col.cast(pa.int64())
+            elif pa.types.is_large_string(col.type):
+                col = col.cast(pa.string())
+            elif not _is_id_type(col.type):
+                raise DataError(f"id column has type {col.type}; expected integer or string", file=source, column=name)
+        elif col.type != spec.type:
+            try:
+                col = col.cast(spec.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise DataError(f"cannot read as {spec.type}: {err}", file=source, column=name) from None
+        if not spec.nullable and col.null_count:
+            row = pc.index(pc.is_null(col), True).as_py()
+            raise DataError("missing value", file=source, line=row + 1, column=name)
+        columns[name] = col
+    out = pa.table(columns)
+    if "watch_time" in out.column_names:
+        negative = pc.less(out.column("watch_time"), 0)
+        if pc.any(negative).as_py():
+            row = pc.index(negative, True).as_py()
+            raise DataError("negative watch time", file=source, line=row + 1, column="watch_time")
+    if schema.key:
+        _check_unique(out, schema.key, source)
+    return out
+
+
+def _check_unique(table: pa.Table, key: tuple[str, ...], source: str | Path) -> None:
+    counts = table.group_by(list(key)).aggregate([([], "count_all")])
+    dup = pc.greater(counts.column("count_all"), 1)
+    if pc.any(dup).as_py():
+        first = counts.filter(dup).slice(0, 1).to_pylist()[0]
+        value = {k: first[k] for k in key}
+        mask = None
+        for k in key:
+            eq = pc.equal(table.column(k), pa.scalar(value[k], table.column(k).type))
+            mask = eq if mask is None else pc.and_(mask, eq)
+        rows = pc.indices_nonzero(mask).to_pylist()
+        raise DataError(
+            f"duplicate key {value} (rows {[r + 1 for r in rows[:5]]})",
+            file=source,
+            line=rows[1] + 1,
+            column=",".join(key),
+        )
+
+
+def has_timestamps(watches: pa.Table) -> bool:
+    """False for logs without order, such as the ml-1m fold files."""
+    ts = watches.column("timestamp")
+    return ts.null_count < len(ts) or len(ts) == 0
+
+
+@dataclass
+class Dataset:
+    """The canonical tables of one log. Only ``watches`` is required.
+
+    ``skipped_rows`` lists the rows a reader skipped when asked to (``skip_bad_rows=True``); it
+    is empty otherwise, because a reader never drops a row silently.
+    """
+
+    watches: pa.Table
+    searches: pa.Table | None = None
+    impressions: pa.Table | None = None
+    users: pa.Table | None = None
+    items: pa.Table | None = None
+    name: str = "dataset"
+    skipped_rows: list = field(default_factory=list)
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {name: t for name in TABLES if (t := getattr(self, name)) is not None}
+
+    def validate(self) -> "Dataset":
+        """Validate every table against its schema, and the id types across tables."""
+        for name, table in self.tables().items():
+            setattr(self, name, validate_table(table, SCHEMAS[name], source=f"<{self.name}.{name}>"))
+        for id_col in ("user_id", "item_id"):
+            types = {n: t.schema.field(id_col).type for n, t in self.tables().items() if id_col in t.column_names}
+            if len(set(types.values())) > 1:
+                raise DataError(f"{id_col} has different types across tables: {types}", column=id_col)
+        return self
+
+    def save(self, directory: str | Path) -> Path:
+        """Write each table as ``<directory>/<table>.parquet``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, table in self.tables().items():
+            pq.write_table(table, directory / f"{name}.parquet")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str | None = None) -> "Dataset":
+        """Read the Parquet tables written by ``save`` (or by hand) and validate them."""
+        directory = Path(directory)
+        if not (directory / "watches.parquet").exists():
+            raise DataError("no watches.parquet in the data directory", file=directory)
+        tables = {
+            t: pq.read_table(directory / f"{t}.parquet")
+            for t in TABLES
+            if (directory / f"{t}.parquet").exists()
+        }
+        return cls(**tables, name=name or directory.name).validate()

@@ -1,0 +1,15 @@
+"""Features: vocabularies (top-N ids, OOV -> 0), quantile (CDF) normalizers, query tokenizer."""
+
+from ytdnn.features._fitted import NotFittedError
+from ytdnn.features.quantiles import QuantileNormalizer
+from ytdnn.features.text import tokenize, tokenize_many
+from ytdnn.features.vocab import OOV_ID, Vocabulary
+
+__all__ = [
+    "OOV_ID",
+    "NotFittedError",
+    "QuantileNormalizer",
+    "Vocabulary",
+    "tokenize",
+    "tokenize_many",
+]

@@ -1,0 +1,20 @@
+"""The sklearn-style "is it fitted?" check shared by the feature transformers."""
+
+from __future__ import annotations
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a transformer is used before ``fit`` (or ``from_json``).
+
+    Subclasses both ValueError and AttributeError, as scikit-learn's does, so callers that catch
+    either keep working.
+    """
+
+
+def check_fitted(obj: object, attribute: str) -> None:
+    """Raise NotFittedError unless ``obj`` has the fitted attribute ``attribute`` (ends in ``_``)."""
+    if getattr(obj, attribute, None) is None:
+        name = type(obj).__name__
+        raise NotFittedError(
+            f"this {name} is not fitted yet: call {name}.fit(...) or {name}.from_json(...) first"
+        )
