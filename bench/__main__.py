@@ -1,0 +1,60 @@
+"""`python -m bench [--only NAME]`: run the registered benchmarks and write bench/results/<name>.*
+
+Each benchmark is a callable returning a list of ``ytdnn.eval.report.Record``; this runner fills
+in the machine and the command, prints the table and writes ``<name>.json`` and ``<name>.md``.
+A later benchmark registers itself by adding one line to ``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import baselines
+from ytdnn.eval.report import Record, format_table, machine_description, write_results
+
+BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
+    "baselines": baselines.run,
+}
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def run_one(name: str, command: str, machine: str, out_dir: Path = RESULTS_DIR) -> list[Record]:
+    print(f"== benchmark {name} ==", flush=True)
+    start = time.perf_counter()
+    records = BENCHMARKS[name]()
+    for r in records:
+        r.machine = r.machine or machine
+        r.command = r.command or command
+    json_path, md_path = write_results(name, records, out_dir)
+    print(format_table(records))
+    print(
+        f"{name}: {time.perf_counter() - start:.1f} s; wrote {json_path} and {md_path}\n",
+        flush=True,
+    )
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", metavar="NAME", help=f"run one benchmark: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    args = parser.parse_args(argv)
+    if args.only is not None and args.only not in BENCHMARKS:
+        parser.error(f"unknown benchmark {args.only!r}; known: {', '.join(BENCHMARKS)}")
+    names = [args.only] if args.only else list(BENCHMARKS)
+    command = f"make bench ONLY={args.only}" if args.only else "make bench"
+    machine = machine_description()
+    print(f"machine: {machine}", flush=True)
+    for name in names:
+        run_one(name, command, machine, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Candidate-generation examples (paper §3.4): the label is a watch, the features come only from
+that user's strictly earlier events.
+
+- Ordered logs: the history of a label at time t is the user's last <= H watches with timestamp
+  < t (a watch at the same second is not "earlier"), and the last <= H search tokens before t.
+  This is "predicting the next watch" of fig. 5b.
+- Unordered logs (the ml-1m fold files): there is no "earlier". Each epoch shuffles every user's
+  watches, and a label's history is the <= H watches before it in that random order, which never
+  contains the label: "predicting a held-out watch" from the others, fig. 5a. Example age is off.
+- At most ``max_examples_per_user`` labels per user, drawn afresh each epoch, so a few heavy users
+  do not dominate the loss (§3.4).
+- Example age = end of the training window - label time; 0 at serving (§3.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ytdnn.config import Config
+from ytdnn.samples.streams import EventStreams, windows
+
+DAY = 86_400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleConfig(Config):
+    max_watch_history: int = 50  # paper §3.5: the 50 most recent watches
+    max_search_history: int = 50  # and the 50 most recent search tokens
+    max_examples_per_user: int | None = 200  # §3.4; None = every watch is a label
+    # Example age is fed in days, divided by this so it lies in about [0, 1] on typical windows.
+    example_age_scale_days: float = 30.0
+
+    def validate(self) -> None:
+        if self.max_watch_history < 1 or self.max_search_history < 0:
+            raise ValueError("max_watch_history must be >= 1 and max_search_history >= 0")
+        if self.max_examples_per_user is not None and self.max_examples_per_user < 1:
+            raise ValueError("max_examples_per_user must be None or >= 1")
+        if self.example_age_scale_days <= 0:
+            raise ValueError("example_age_scale_days must be positive")
+
+
+@dataclasses.dataclass
+class CandidateBatch:
+    """One batch of B user contexts, as EmbeddingBag inputs (no padding rows to mask).
+
+    watch_ids [Nw], watch_offsets [B]; search_ids [Ns], search_offsets [B];
+    user_categorical [B, C] int64; user_continuous [B, Fc] float32; example_age [B] float32
+    (scaled); users [B] int64 rows; labels [B] int64 item ids, or None at serving.
+    """
+
+    watch_ids: torch.Tensor
+    watch_offsets: torch.Tensor
+    search_ids: torch.Tensor
+    search_offsets: torch.Tensor
+    user_categorical: torch.Tensor
+    user_continuous: torch.Tensor
+    example_age: torch.Tensor
+    users: torch.Tensor  # [B] user rows of the streams
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.watch_offsets)
+
+
+def assemble_batch(
+    streams: EventStreams,
+    cfg: ExampleConfig,
+    users: np.ndarray,
+    watch_stream: np.ndarray,
+    watch_end: np.ndarray,
+    token_end: np.ndarray,
+    example_age_days: np.ndarray,
+    labels: np.ndarray | None,
+) -> CandidateBatch:
+    """Gather the windows of B examples. users, watch_end, token_end, example_age_days: [B]."""
+    watch_ids, watch_offsets = windows(watch_stream, streams.watch_offsets[users], watch_end, cfg.max_watch_history)
+    search_ids, search_offsets = windows(streams.tokens, streams.token_offsets[users], token_end, cfg.max_search_history)
+    return CandidateBatch(
+        watch_ids=torch.from_numpy(watch_ids),
+        watch_offsets=torch.from_numpy(watch_offsets),
+        search_ids=torch.from_numpy(search_ids),
+        search_offsets=torch.from_numpy(search_offsets),
+        user_categorical=torch.from_numpy(streams.user_categorical[users]),
+        user_continuous=torch.from_numpy(streams.user_continuous[users]),
+        example_age=torch.from_numpy((example_age_days / cfg.example_age_scale_days).astype(np.float32)),
+        users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
+        labels=None if labels is None else torch.from_numpy(labels),
+    )
+
+
+def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray) -> CandidateBatch:
+    """Features of users [B] "now": their whole stream is history and the example age is 0."""
+    users = np.asarray(users, dtype=np.int64)
+    return assemble_batch(
+        streams, cfg, users, streams.watch_items,
+        watch_end=streams.watch_offsets[users + 1],
+        token_end=streams.token_offsets[users + 1],
+        example_age_days=np.zeros(len(users)),
+        labels=None,
+    )
+
+
+class CandidateExamples:
+    """The training examples over ``streams``: every labelled watch with a known item id.
+
+    ``window_end``: end of the training window (seconds) for the example age.
+    """
+
+    def __init__(self, streams: EventStreams, cfg: ExampleConfig, window_end: int = 0):
+        self.streams = streams
+        self.cfg = cfg
+        self.window_end = window_end
+        users = streams.watch_users()
+        # labels out of the item vocabulary cannot be predicted: they stay history, never labels
+        self.label_positions = np.flatnonzero(streams.watch_items > 0)  # [E] positions in the stream
+        self.label_users = users[self.label_positions]
+        if streams.ordered:
+            key = _time_key(streams)
+            # history ends at the user's first watch at the label's second: strictly earlier only
+            watch_key = key(users, streams.watch_times)
+            self.history_end = np.searchsorted(watch_key, watch_key[self.label_positions], side="left")
+            token_users = np.repeat(np.arange(streams.num_users), np.diff(streams.token_offsets))
+            token_key = key(token_users, streams.token_times)
+            self.token_end = np.searchsorted(token_key, watch_key[self.label_positions], side="left")
+        age = (window_end - streams.watch_times[self.label_positions]) / DAY if streams.ordered else 0.0
+        self.example_age_days = np.broadcast_to(np.asarray(age, dtype=np.float64), self.label_positions.shape)
+
+    def __len__(self) -> int:
+        return len(self.label_positions)
+
+    def epoch_selection(self, rng: np.random.Generator) -> np.ndarray:
+        """Indices of this epoch's examples: <= max_examples_per_user per user, shuffled. [E']"""
+        order = rng.permutation(len(self))
+        cap = self.cfg.max_examples_per_user
+        if cap is not None:
+            by_user = order[np.argsort(self.label_users[order], kind="stable")]
+            starts = np.searchsorted(self.label_users[by_user], self.label_users[by_user], side="left")
+            keep = by_user[np.arange(len(by_user)) - starts < cap]
+            order = keep[rng.permutation(len(keep))]
+        return order
+
+    def num_examples_per_epoch(self) -> int:
+        cap = self.cfg.max_examples_per_user
+        if cap is None:
+            return len(self)
+        return int(np.minimum(np.bincount(self.label_users), cap).sum())
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[CandidateBatch]:
+        """One epoch of shuffled batches. For unordered logs the users' watches are reshuffled."""
+        selection = self.epoch_selection(rng)
+        watch_stream, history_end, token_end = self._epoch_windows(rng)
+        for start in range(0, len(selection), batch_size):
+            idx = selection[start : start + batch_size]
+            pos = self.label_positions[idx]
+            yield assemble_batch(
+                self.streams, self.cfg, self.label_users[idx], watch_stream,
+                watch_end=history_end[idx], token_end=token_end[idx],
+                example_age_days=self.example_age_days[idx], labels=self.streams.watch_items[pos],
+            )
+
+    def _epoch_windows(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.streams
+        if s.ordered:
+            return s.watch_items, self.history_end, self.token_end
+        # a random order within each user: the label's history is what precedes it in this order
+        users = s.watch_users()
+        perm = np.lexsort((rng.random(len(users)), users))
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        token_end = s.token_offsets[self.label_users + 1]  # unordered searches: all of them
+        return s.watch_items[perm], inverse[self.label_positions], token_end
+
+
+def _time_key(streams: EventStreams):
+    """A sortable int64 key of (user, time) shared by the watch and the token streams."""
+    times = np.concatenate([streams.watch_times, streams.token_times])
+    low = int(times.min(initial=0))
+    span = int(times.max(initial=0)) - low + 1
+    return lambda users, t: users.astype(np.int64) * span + (t - low)
