@@ -1,0 +1,159 @@
+"""Losses of the two networks: full and sampled softmax (paper §3), weighted logistic (paper §4.2).
+
+Shapes: B = batch size, d = embedding width, V = number of item ids (id 0 = padding / OOV, never a
+class), N = number of sampled negatives.
+
+``item_embeddings`` may be a [V, d] tensor or a module that maps ids to rows (an ``nn.Embedding``,
+possibly ``sparse=True``): the sampled loss then looks up only the rows it uses, so only those get a
+gradient. ``item_bias`` likewise: a [V] tensor or a module mapping ids to [..., 1] or [...].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Table = torch.Tensor | nn.Module
+
+
+def _lookup(table: Table, ids: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` for ``ids`` [...] -> [..., d] (or [...] for a bias vector)."""
+    if isinstance(table, torch.Tensor):
+        return table[ids]
+    rows = table(ids)
+    return rows.squeeze(-1) if rows.ndim == ids.ndim + 1 and rows.shape[-1] == 1 else rows
+
+
+def _full_table(table: Table) -> torch.Tensor:
+    return table if isinstance(table, torch.Tensor) else table.weight.squeeze(-1)
+
+
+def _check_positives(positives: torch.Tensor) -> None:
+    if positives.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"positives must be integer ids, got {positives.dtype}")
+    if bool((positives == 0).any()):
+        raise ValueError("a positive is id 0 (padding / OOV), which is never a class")
+
+
+def full_softmax_loss(
+    user_vectors: torch.Tensor,
+    item_embeddings: Table,
+    positives: torch.Tensor,
+    item_bias: Table | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy of softmax(u · v_j + b_j) over all ids but 0 (paper §3.1).
+
+    user_vectors: [B, d]; item_embeddings: [V, d]; positives: [B] in 1..V-1; item_bias: [V] | None.
+    Returns a scalar. Exact but O(B·V·d): for small corpora, and as the reference the sampled loss
+    estimates.
+    """
+    _check_positives(positives)
+    logits = user_vectors @ _full_table(item_embeddings).T  # [B, V]
+    if item_bias is not None:
+        logits = logits + _full_table(item_bias)  # [B, V]
+    logits = logits.index_fill(1, logits.new_zeros(1, dtype=torch.long), float("-inf"))  # id 0
+    return F.cross_entropy(logits, positives)
+
+
+def log_q_correction(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """logits - log_q: importance-weights sampled classes by 1 / (expected count).
+
+    logits: [B, N]; log_q: [N] (shared negatives) or [B, N]. Returns [B, N].
+    With log_q = log(N · q_j), Σ_samples exp(logit - log_q) is an unbiased estimate of
+    Σ_j exp(logit_j) over the whole corpus (Bengio & Senécal 2008; Jean et al. 2015).
+    """
+    return logits - log_q.to(logits.dtype)
+
+
+def remove_accidental_hits(
+    logits: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
+    """Set logits[b, n] = -inf where negatives[n] == positives[b]; other entries are untouched.
+
+    logits: [B, N]; positives: [B]; negatives: [N]. Returns [B, N]. A sampled negative that is the
+    row's own positive would otherwise push the model away from the right answer.
+    """
+    hits = positives[:, None] == negatives[None, :]  # [B, N]
+    return logits.masked_fill(hits, float("-inf"))
+
+
+_mask_accidental_hits = remove_accidental_hits  # the loss's keyword argument shadows the name
+
+
+def sampled_softmax_loss(
+    user_vectors: torch.Tensor,
+    item_embeddings: Table,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q_negatives: torch.Tensor,
+    log_q_positives: torch.Tensor | None = None,
+    remove_accidental_hits: bool = True,
+    item_bias: Table | None = None,
+) -> torch.Tensor:
+    """Mean sampled-softmax cross-entropy over [positive] + N shared negatives (paper §3.1).
+
+    user_vectors: [B, d]; item_embeddings: [V, d]; positives: [B]; negatives: [N] (drawn with
+    replacement, duplicates kept: each draw is one importance-sampling term); log_q_negatives: [N]
+    = log(N · q) from ``NegativeSampler``; log_q_positives: [B] | None; item_bias: [V] | None.
+    Returns a scalar.
+
+    Log-Q convention. Negatives are always corrected by their log expected count. Two pairings of
+    the other two choices make the loss and its gradient converge to the full softmax's as N grows
+    (tests/models/test_losses.py measures both):
+    - log_q_positives=None with accidental hits removed (the default): the positive keeps its raw
+      logit, so exp(o_t) + Σ_n exp(o_n - log N q_n) over the non-hit negatives is an unbiased
+      estimate of the full partition function Σ_j exp(o_j) (Bengio & Senécal 2008).
+    - log_q_positives=``sampler.log_q(positives)`` with remove_accidental_hits=False: the positive
+      is treated as one more sampled class and corrected by its expected count, as in Jean et al.
+      (2015); the sampled copies of the positive then carry its share of the partition function,
+      and the loss converges up to the constant log(N q_t).
+    TensorFlow's ``tf.nn.sampled_softmax_loss`` defaults to correcting the positive *and* removing
+    hits; with both, the positive's share shrinks like 1 / (N q_t) and the limit is a softmax whose
+    denominator leaves the positive out, not the full softmax.
+    """
+    _check_positives(positives)
+    positive_embeddings = _lookup(item_embeddings, positives)  # [B, d]
+    negative_embeddings = _lookup(item_embeddings, negatives)  # [N, d]
+    positive_logits = (user_vectors * positive_embeddings).sum(-1)  # [B]
+    negative_logits = user_vectors @ negative_embeddings.T  # [B, N]
+    if item_bias is not None:
+        positive_logits = positive_logits + _lookup(item_bias, positives)
+        negative_logits = negative_logits + _lookup(item_bias, negatives)
+    negative_logits = log_q_correction(negative_logits, log_q_negatives)  # [B, N]
+    if log_q_positives is not None:
+        positive_logits = log_q_correction(positive_logits, log_q_positives)  # [B]
+    if remove_accidental_hits:
+        negative_logits = _mask_accidental_hits(negative_logits, positives, negatives)
+    logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)  # [B, 1 + N]
+    return (torch.logsumexp(logits, dim=1) - positive_logits).mean()
+
+
+def weighted_logistic_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Σ_i w_i · BCE(logit_i, label_i) / Σ_i w_i: the ranker's loss (paper §4.2).
+
+    logits: [B]; labels: [B] 0/1 (clicked); weights: [B] >= 0, watch time for clicked impressions
+    and 1 for the others (``watch_time_weights``). Normalising by the sum of weights rather than by
+    B keeps the loss's scale independent of the unit of watch time and of the batch's click rate.
+    With these weights the fitted odds exp(logit) estimate Σ T_i / (N - k) ≈ expected watch time.
+    """
+    if not (logits.shape == labels.shape == weights.shape):
+        raise ValueError(
+            f"logits, labels, weights must have one shape, got "
+            f"{tuple(logits.shape)}, {tuple(labels.shape)}, {tuple(weights.shape)}"
+        )
+    weights = weights.to(logits.dtype)
+    if bool((weights < 0).any()) or not bool(weights.sum() > 0):
+        raise ValueError("weights must be non-negative with a positive sum")
+    per_example = F.binary_cross_entropy_with_logits(
+        logits, labels.to(logits.dtype), reduction="none"
+    )  # [B]
+    return (weights * per_example).sum() / weights.sum()
+
+
+def watch_time_weights(labels: torch.Tensor, watch_time: torch.Tensor) -> torch.Tensor:
+    """Weights of ``weighted_logistic_loss``: watch time where labels == 1, else 1. [B] -> [B]."""
+    watch_time = watch_time if watch_time.is_floating_point() else watch_time.float()
+    return torch.where(labels.bool(), watch_time, torch.ones_like(watch_time))
