@@ -40,6 +40,59 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """["depth=2", "lr=0.003", "tower_widths=[64,32]"] -> typed values (JSON, else the string)."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _train_candidates(args: argparse.Namespace) -> int:
+    from ytdnn.candidates import CandidateGenerator, configs_from_json, split_overrides
+    from ytdnn.data.schema import Dataset
+
+    configs = configs_from_json(args.config) if args.config else {}
+    configs = split_overrides(configs, _parse_overrides(args.set))
+    dataset = Dataset.load(args.data)
+    gen = CandidateGenerator(**configs).fit(
+        dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=args.out
+    )
+    gen.build_index(args.index)
+    gen.save(args.out, metrics={"history": gen.history_.to_dict()})
+    last = gen.history_.epochs[-1]
+    print(f"trained {len(gen.history_.epochs)} epochs ({last['examples_per_second']:.0f} examples/s, "
+          f"final loss {last['train_loss']:.4f}); model written to {args.out}")
+    return 0
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    from ytdnn.candidates import CandidateGenerator
+
+    gen = CandidateGenerator.load(args.model)
+    user = _typed_id(args.user, gen.featurizer_.users_.token_type_)
+    if gen.user_rows([user])[0] == 0:
+        print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
+    items, scores = gen.retrieve([user], k=args.k)
+    titles = gen.item_titles()
+    for rank, (item, score) in enumerate(zip(items[0], scores[0]), 1):
+        title = titles.get(item, "")
+        print(f"{rank:4d}  {item!s:>10}  {score:9.4f}  {title}")
+    return 0
+
+
+def _typed_id(value: str, token_type: str):
+    return int(value) if token_type == "int" else value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ytdnn.demo import run_demo
 
@@ -70,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     validate = data.add_parser("validate", help="validate a directory of canonical Parquet tables")
     validate.add_argument("path")
     validate.set_defaults(func=_data_validate)
+
+    train = commands.add_parser("train", help="train a model").add_subparsers(dest="train_command", required=True)
+    candidates = train.add_parser("candidates", help="train the candidate generator (paper section 3)")
+    candidates.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    candidates.add_argument("--out", required=True, help="model directory to write")
+    candidates.add_argument("--config", default=None, help="config.json with candidate/examples/train sections")
+    candidates.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override one setting, e.g. --set depth=2 --set lr=0.003")
+    candidates.add_argument("--index", default="exact", choices=["exact", "hnsw"], help="nearest-neighbour index")
+    candidates.set_defaults(func=_train_candidates)
+
+    retrieve = commands.add_parser("retrieve", help="top-k candidates for a user from a model directory")
+    retrieve.add_argument("--model", required=True)
+    retrieve.add_argument("--user", required=True)
+    retrieve.add_argument("--k", type=int, default=100)
+    retrieve.set_defaults(func=_retrieve)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the synthetic world")
     demo.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
