@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baselines
+from bench import baselines, retrieval
 from ytdnn.eval.report import Record, format_table, machine_description, write_results
 
 BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "baselines": baselines.run,
+    "retrieval": retrieval.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

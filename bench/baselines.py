@@ -27,6 +27,7 @@ from ytdnn.eval.baselines import (
     refit_and_test,
 )
 from ytdnn.data.movielens import read_movielens, read_movielens_folds
+from ytdnn.data.schema import Dataset
 from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split, random_fold_split, temporal_split
 from ytdnn.eval.report import Record
 
@@ -65,20 +66,21 @@ def _read(dataset: str, root: Path):
     )
 
 
-def movielens_splits() -> Iterator[tuple[str, str, Split | None, str, float]]:
-    """Yield (dataset, protocol, split or None, skip reason, seconds to load and split)."""
+def movielens_splits() -> Iterator[tuple[str, str, Split | None, str, float, Dataset | None]]:
+    """Yield (dataset, protocol, split or None, skip reason, seconds to load and split, tables)."""
     root = movielens_root()
     for dataset, folder, protocol in (
         ("ml-100k", "ml-100k", P_TEMPORAL),
         ("ml-1m", "ml-1m-5fold-no-timestamps", P_RANDOM),
     ):
         if not (root / folder).is_dir():
-            yield dataset, protocol, None, f"{root / folder} not found (set YTDNN_MOVIELENS)", 0.0
+            yield dataset, protocol, None, f"{root / folder} not found (set YTDNN_MOVIELENS)", 0.0, None
             continue
         start = time.perf_counter()
-        watches = _read(dataset, root).watches
+        tables = _read(dataset, root)
+        watches = tables.watches
         split = temporal_split(watches) if protocol == P_TEMPORAL else random_fold_split(watches)
-        yield dataset, protocol, split, "", time.perf_counter() - start
+        yield dataset, protocol, split, "", time.perf_counter() - start, tables
 
 
 def _popularity(split: Split, settings: ProtocolSettings) -> tuple[dict, dict, dict]:
@@ -120,7 +122,7 @@ MODELS = {"popularity": _popularity, "EASE": _ease}
 
 def run() -> list[Record]:
     records = []
-    for dataset, protocol, split, reason, load_seconds in movielens_splits():
+    for dataset, protocol, split, reason, load_seconds, _ in movielens_splits():
         if split is None:
             print(f"skipped {dataset} ({protocol}): {reason}", flush=True)
             records += [Record(BENCHMARK, dataset, protocol, m, skipped=reason) for m in MODELS]

@@ -80,7 +80,7 @@ def _tokens(query):
 
 
 def test_unordered_log_never_puts_the_label_in_its_history():
-    watches, searches = random_log(seed=3, ordered=False)
+    watches, _searches = random_log(seed=3, ordered=False)
     f = Featurizer().fit(watches)
     assert not f.ordered_
     examples = CandidateExamples(f.streams(watches), ExampleConfig(max_watch_history=50, max_examples_per_user=None))
@@ -148,3 +148,11 @@ def test_featurizer_round_trip(tmp_path):
     for name in ("watch_items", "watch_offsets", "tokens", "token_offsets", "user_categorical", "user_continuous"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert a.user_continuous.shape == (len(f.users_), 2)
+
+
+def test_unordered_serving_bag_is_every_watch_of_the_user():
+    watches, _ = random_log(seed=6, ordered=False)
+    f = Featurizer().fit(watches)
+    batch = serving_batch(f.streams(watches), ExampleConfig(max_watch_history=3), f.users_.encode(pa.array([2])))
+    own = sorted(r["item_id"] for r in watches.to_pylist() if r["user_id"] == 2)
+    assert sorted(f.items_.decode(bags(batch)[0][0])) == own

@@ -36,7 +36,7 @@ class UserFeatureEncoder:
         self.continuous_: list[str] | None = None
         self.normalizer_: QuantileNormalizer | None = None
 
-    def fit(self, users: pa.Table | None) -> "UserFeatureEncoder":
+    def fit(self, users: pa.Table | None) -> UserFeatureEncoder:
         self.categorical_, self.continuous_, self.normalizer_ = {}, [], None
         if users is None:
             return self
@@ -108,7 +108,7 @@ class UserFeatureEncoder:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UserFeatureEncoder":
+    def from_dict(cls, data: dict[str, Any]) -> UserFeatureEncoder:
         if data.get("format") != _FORMAT:
             raise ValueError(f"not a user feature encoder: format {data.get('format')!r}")
         enc = cls(columns=data["columns"], max_categories=data["max_categories"])
@@ -123,5 +123,5 @@ class UserFeatureEncoder:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "UserFeatureEncoder":
+    def from_json(cls, path: str | Path) -> UserFeatureEncoder:
         return cls.from_dict(json.loads(Path(path).read_text()))

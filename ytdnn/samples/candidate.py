@@ -30,12 +30,15 @@ DAY = 86_400.0
 class ExampleConfig(Config):
     max_watch_history: int = 50  # paper §3.5: the 50 most recent watches
     max_search_history: int = 50  # and the 50 most recent search tokens
+    # Not in the paper: a second, short bag of the last few watches (same embedding table, fed
+    # separately, as §4.1 shares tables) so the tower sees recency the 50-mean dilutes. 0 = off.
+    max_recent_watches: int = 0
     max_examples_per_user: int | None = 200  # §3.4; None = every watch is a label
     # Example age is fed in days, divided by this so it lies in about [0, 1] on typical windows.
     example_age_scale_days: float = 30.0
 
     def validate(self) -> None:
-        if self.max_watch_history < 1 or self.max_search_history < 0:
+        if self.max_watch_history < 1 or self.max_search_history < 0 or self.max_recent_watches < 0:
             raise ValueError("max_watch_history must be >= 1 and max_search_history >= 0")
         if self.max_examples_per_user is not None and self.max_examples_per_user < 1:
             raise ValueError("max_examples_per_user must be None or >= 1")
@@ -61,6 +64,8 @@ class CandidateBatch:
     example_age: torch.Tensor
     users: torch.Tensor  # [B] user rows of the streams
     labels: torch.Tensor | None = None
+    recent_ids: torch.Tensor | None = None  # [Nr], with recent_offsets [B], when configured
+    recent_offsets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.watch_offsets)
@@ -79,6 +84,9 @@ def assemble_batch(
     """Gather the windows of B examples. users, watch_end, token_end, example_age_days: [B]."""
     watch_ids, watch_offsets = windows(watch_stream, streams.watch_offsets[users], watch_end, cfg.max_watch_history)
     search_ids, search_offsets = windows(streams.tokens, streams.token_offsets[users], token_end, cfg.max_search_history)
+    recent = None
+    if cfg.max_recent_watches:
+        recent = windows(watch_stream, streams.watch_offsets[users], watch_end, cfg.max_recent_watches)
     return CandidateBatch(
         watch_ids=torch.from_numpy(watch_ids),
         watch_offsets=torch.from_numpy(watch_offsets),
@@ -89,12 +97,18 @@ def assemble_batch(
         example_age=torch.from_numpy((example_age_days / cfg.example_age_scale_days).astype(np.float32)),
         users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
         labels=None if labels is None else torch.from_numpy(labels),
+        recent_ids=None if recent is None else torch.from_numpy(recent[0]),
+        recent_offsets=None if recent is None else torch.from_numpy(recent[1]),
     )
 
 
 def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray) -> CandidateBatch:
     """Features of users [B] "now": their whole stream is history and the example age is 0."""
     users = np.asarray(users, dtype=np.int64)
+    if not streams.ordered:
+        # no "most recent" in an unordered log: the bag is all of the user's watches, whose mean
+        # is what the random training subsets average to
+        cfg = cfg.replace(max_watch_history=int(np.diff(streams.watch_offsets).max(initial=1)) or 1)
     return assemble_batch(
         streams, cfg, users, streams.watch_items,
         watch_end=streams.watch_offsets[users + 1],

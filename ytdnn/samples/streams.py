@@ -61,7 +61,7 @@ class Featurizer:
         self.max_items = max_items  # paper §3.5: 1M videos, 1M search tokens
         self.max_tokens = max_tokens
 
-    def fit(self, watches: pa.Table, searches: pa.Table | None = None, users: pa.Table | None = None) -> "Featurizer":
+    def fit(self, watches: pa.Table, searches: pa.Table | None = None, users: pa.Table | None = None) -> Featurizer:
         self.ordered_ = has_timestamps(watches)
         if self.ordered_ and watches.column("timestamp").null_count:
             raise DataError("some watches have a timestamp and some do not", column="timestamp")
@@ -143,7 +143,7 @@ class Featurizer:
         self.user_features_.to_json(directory / "user_features.json")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Featurizer":
+    def load(cls, directory: str | Path) -> Featurizer:
         directory = Path(directory)
         meta = json.loads((directory / "featurizer.json").read_text())
         f = cls(max_items=meta["max_items"], max_tokens=meta["max_tokens"])

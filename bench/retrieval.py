@@ -1,0 +1,141 @@
+"""`make bench ONLY=retrieval`: the candidate generator on the fixed MovieLens protocols.
+
+For each dataset: train on the validation stage's fit set with early stopping on the validation
+targets (every choice is made there), then refit on train + valid for the number of epochs that
+validation chose, and report the test figures. Records are named ``ytdnn-candidates`` (the tuned
+configuration below) and ``ytdnn-candidates-<ablation>``.
+
+Environment knobs, for tuning runs (never set by `make bench`):
+  YTDNN_BENCH_STAGE=valid           stop after the validation stage (no test figure is computed)
+  YTDNN_BENCH_OVERRIDES='{"lr": 3e-3}'  override settings of the tuned configuration
+  YTDNN_BENCH_DATASETS=ml-100k      run only these datasets (comma-separated)
+  YTDNN_BENCH_ABLATIONS=0           skip the ablation records
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from bench.baselines import movielens_splits
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.eval.metrics import evaluate
+from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split
+from ytdnn.eval.report import Record
+from ytdnn.models.candidate import CandidateConfig
+from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.train.config import TrainConfig
+
+BENCHMARK = "retrieval"
+MODEL = "ytdnn-candidates"
+REPORTED = {
+    P_TEMPORAL: (("HR", "NDCG"), (10, 50, 100), "HR@10"),
+    P_RANDOM: (("Recall", "NDCG"), (20, 100), "Recall@20"),
+}
+
+# Chosen on the validation stage of each protocol (bench/results/retrieval.md has the record).
+TUNED: dict[str, dict[str, dict]] = {
+    "ml-100k": {
+        "model": {"embedding_dim": 64, "output_dim": 64, "depth": 1, "num_negatives": None},
+        "examples": {"max_watch_history": 50, "max_examples_per_user": None},
+        "train": {"lr": 1e-3, "batch_size": 256, "max_epochs": 20, "patience": 3},
+    },
+    "ml-1m": {
+        "model": {"embedding_dim": 128, "output_dim": 128, "depth": 1, "num_negatives": None},
+        "examples": {"max_watch_history": 50, "max_examples_per_user": 200},
+        "train": {"lr": 1e-3, "batch_size": 512, "max_epochs": 20, "patience": 3},
+    },
+}
+ABLATIONS: dict[str, dict] = {
+    "depth0": {"depth": 0},
+    "tied": {"tied_item_embeddings": True},
+    "sampled": {"num_negatives": 512},
+}
+
+
+def configs(dataset: str, overrides: dict) -> tuple[CandidateConfig, ExampleConfig, TrainConfig]:
+    tuned = {part: dict(values) for part, values in TUNED[dataset].items()}
+    for key, value in overrides.items():
+        part = next((p for p, cls in (("model", CandidateConfig), ("examples", ExampleConfig), ("train", TrainConfig))
+                     if key in cls.__dataclass_fields__), None)
+        if part is None:
+            raise ValueError(f"unknown setting {key!r}")
+        tuned[part][key] = tuple(value) if isinstance(value, list) else value
+    if tuned["model"].get("tied_item_embeddings"):
+        tuned["model"]["output_dim"] = tuned["model"]["embedding_dim"]
+    monitor = REPORTED[P_TEMPORAL if dataset == "ml-100k" else P_RANDOM][2]
+    return (
+        CandidateConfig(**tuned["model"]),
+        ExampleConfig(**tuned["examples"]),
+        TrainConfig(**{"progress": False, "monitor": monitor, **tuned["train"]}),
+    )
+
+
+def fit_valid_then_test(split: Split, users, cfgs, valid_only: bool) -> tuple[dict, dict, dict]:
+    """Early-stop on validation, refit on train + valid for the chosen epochs, test."""
+    model_cfg, example_cfg, train_cfg = cfgs
+    metrics, ks, _ = REPORTED[split.protocol]
+    columns = [c for c in ("user_id", "item_id", "timestamp", "watch_time") if c in split.watches.column_names]
+    valid = split.stage("valid")
+
+    def validate(gen: CandidateGenerator) -> dict[str, float]:
+        return evaluate(gen.scorer_for(split.user_ids, split.item_ids), valid, ks=ks, metrics=metrics)
+
+    start = time.perf_counter()
+    gen = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
+        valid.fit_table().select(columns), users=users, validate=validate, on_log=_print_epoch
+    )
+    seconds = {"valid_train": time.perf_counter() - start}
+    history = gen.history_
+    best = history.epochs[history.best_epoch]
+    params = {
+        "best_epoch": history.best_epoch, "valid": {k: round(v, 4) for k, v in best["val"].items()},
+        "examples_per_second": round(best["examples_per_second"], 1),
+        "model": model_cfg.to_dict(), "examples": example_cfg.to_dict(),
+        "train": {k: v for k, v in train_cfg.to_dict().items() if k in ("lr", "batch_size", "optimizer", "weight_decay")},
+    }
+    print(f"   valid: best epoch {history.best_epoch}: {params['valid']} ({seconds['valid_train']:.0f} s)", flush=True)
+    if valid_only:
+        return {}, seconds, params
+    test = split.stage("test")
+    refit_cfg = train_cfg.replace(max_epochs=history.best_epoch + 1, monitor=None, patience=None)
+    start = time.perf_counter()
+    gen = CandidateGenerator(model_cfg, example_cfg, refit_cfg).fit(test.fit_table().select(columns), users=users)
+    seconds["test_train"] = time.perf_counter() - start
+    start = time.perf_counter()
+    figures = evaluate(gen.scorer_for(split.user_ids, split.item_ids), test, ks=ks, metrics=metrics)
+    seconds["eval"] = time.perf_counter() - start
+    return figures, seconds, params
+
+
+def _print_epoch(record: dict) -> None:
+    if "val" in record:
+        val = {k: round(v, 4) for k, v in record["val"].items()}
+        print(f"   epoch {record['epoch']}: loss {record['train_loss']:.4f} {val} "
+              f"({record['examples_per_second']:.0f} examples/s)", flush=True)
+
+
+def run() -> list[Record]:
+    overrides = json.loads(os.environ.get("YTDNN_BENCH_OVERRIDES", "{}"))
+    valid_only = os.environ.get("YTDNN_BENCH_STAGE") == "valid"
+    wanted = os.environ.get("YTDNN_BENCH_DATASETS")
+    ablations = os.environ.get("YTDNN_BENCH_ABLATIONS", "1") != "0"
+    records = []
+    for dataset, protocol, split, reason, _, tables in movielens_splits():
+        if wanted and dataset not in wanted.split(","):
+            continue
+        if split is None:
+            print(f"skipped {dataset} ({protocol}): {reason}", flush=True)
+            records.append(Record(BENCHMARK, dataset, protocol, MODEL, skipped=reason))
+            continue
+        variants = {MODEL: overrides}
+        if ablations:
+            variants.update({f"{MODEL}-{name}": {**overrides, **a} for name, a in ABLATIONS.items()})
+        for name, variant in variants.items():
+            print(f"{dataset} {protocol} {name} {variant}", flush=True)
+            figures, seconds, params = fit_valid_then_test(split, tables.users, configs(dataset, variant), valid_only)
+            metrics = {k: round(v, 4) for k, v in figures.items()}
+            seconds = {k: round(v, 1) for k, v in seconds.items()}
+            records.append(Record(BENCHMARK, dataset, protocol, name, metrics, seconds, params))
+    return records

@@ -1,0 +1,42 @@
+"""The command line, end to end on the tiny synthetic world: synth -> train candidates -> retrieve."""
+
+import json
+
+import pytest
+
+from ytdnn.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    assert main(["data", "synth", "--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_synth_writes_validated_parquet(data_dir, capsys):
+    assert {p.name for p in data_dir.glob("*.parquet")} >= {"watches.parquet", "users.parquet", "items.parquet"}
+    assert main(["data", "validate", str(data_dir)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_train_candidates_then_retrieve(data_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    args = ["train", "candidates", "--data", str(data_dir), "--out", str(model),
+            "--set", "embedding_dim=16", "--set", "output_dim=16", "--set", "depth=1",
+            "--set", "tower_widths=[32]", "--set", "max_epochs=1", "--set", "num_negatives=50"]
+    assert main(args) == 0
+    config = json.loads((model / "config.json").read_text())
+    assert config["candidate"]["tower_widths"] == [32] and config["train"]["max_epochs"] == 1
+    assert (model / "candidate.safetensors").exists() and (model / "index").is_dir()
+    capsys.readouterr()
+    assert main(["retrieve", "--model", str(model), "--user", "3", "--k", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[0].split()[0] == "1"
+
+
+def test_unknown_setting_and_missing_model_are_clean_errors(data_dir, tmp_path, capsys):
+    assert main(["train", "candidates", "--data", str(data_dir), "--out", str(tmp_path / "m"), "--set", "depht=2"]) == 2
+    assert "unknown setting 'depht'" in capsys.readouterr().err
+    assert main(["retrieve", "--model", str(tmp_path / "nothing"), "--user", "1"]) == 2
+    assert "not a ytdnn model directory" in capsys.readouterr().err
