@@ -13,12 +13,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baselines, retrieval
+from bench import baselines, index_speed, paper, retrieval, speed
 from ytdnn.eval.report import Record, format_table, machine_description, write_results
 
 BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "baselines": baselines.run,
     "retrieval": retrieval.run,
+    "index": lambda: [
+        Record(**{**r, "machine": "", "command": ""})
+        for r in index_speed.run(settings=index_speed.BENCH_SETTINGS)
+    ],
+    "speed": speed.run,
+    "paper": paper.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -22,7 +22,8 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_model, save_model
 
-from ytdnn.index import ExactIndex, HNSWIndex, load_index
+from ytdnn.index import load_index
+from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import EventStreams, Featurizer
@@ -30,6 +31,7 @@ from ytdnn.train.config import TrainConfig
 from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 1
+EXACT_UP_TO = 100_000  # exact search of 100k x 64 is ~0.6 s per 1,000 queries (DEPENDENCIES.md)
 _STREAM_FIELDS = ("watch_items", "watch_times", "watch_offsets", "tokens", "token_times", "token_offsets",
                   "user_categorical", "user_continuous")
 
@@ -140,9 +142,13 @@ class CandidateGenerator:
             v = torch.cat([v, bias.detach()[1:, None]], dim=1)
         return v.numpy().astype(np.float32)
 
-    def build_index(self, kind: str = "exact", **params: Any) -> CandidateGenerator:
-        """kind "exact" (faiss IndexFlatIP) or "hnsw" (approximate)."""
-        index = {"exact": ExactIndex, "hnsw": HNSWIndex}[kind](**params)
+    def build_index(self, kind: str = "auto", **params: Any) -> CandidateGenerator:
+        """kind "exact" (faiss IndexFlatIP), "ivf" or "hnsw" (approximate), or "auto": exact up
+        to EXACT_UP_TO items, IVF beyond (bench/index_speed.py: recall@100 0.96 at 17x exact on 1M).
+        """
+        if kind == "auto":
+            kind = "exact" if self.featurizer_.num_items <= EXACT_UP_TO else "ivf"
+        index = make_index(IndexConfig(kind=kind, **params))
         self.index_ = index.build(self._item_matrix(), np.arange(1, self.featurizer_.num_items, dtype=np.int64))
         return self
 

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--config", default=None, help="config.json with candidate/examples/train sections")
     candidates.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override one setting, e.g. --set depth=2 --set lr=0.003")
-    candidates.add_argument("--index", default="exact", choices=["exact", "hnsw"], help="nearest-neighbour index")
+    candidates.add_argument("--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"],
+                            help="nearest-neighbour index; auto = exact up to 100k items, IVF beyond")
     candidates.set_defaults(func=_train_candidates)
 
     retrieve = commands.add_parser("retrieve", help="top-k candidates for a user from a model directory")

@@ -14,6 +14,17 @@ from ytdnn.models.losses import (
 )
 from ytdnn.models.sampling import NegativeSampler
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Tiny ops: torch's spinning intra-op threads made the gradient-convergence test 30x slower on
+    # a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Ids 0..3. Id 0 is padding: its huge logits must never count.
 ITEMS = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
 USERS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

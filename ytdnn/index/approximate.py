@@ -61,8 +61,9 @@ class IVFIndex(FaissIndex):
     nlist: number of cells; None picks 2·sqrt(M), capped at M / 39 so every cell gets the ~39
     training points faiss asks for. nprobe: cells scanned per query (capped at nlist).
     The defaults measured best on 1M popularity-scaled vectors (bench/index_speed.py): 2·sqrt(M)
-    cells with nprobe=64 (3% of the corpus scanned) gave recall@100 0.97 at 19x exact speed, better
-    than 4096 cells with nprobe=128 (0.96 at 13x), and k-means over fewer cells builds 4x faster.
+    cells with nprobe=64 (3% of the corpus scanned) gave recall@100 0.96-0.97 at 17-19x exact speed,
+    better than 4096 cells with nprobe=128 (0.96 at 13x), and k-means over fewer cells builds 4x
+    faster.
     A query scans about 32·sqrt(M) vectors, so small corpora are searched almost exhaustively.
     """
 

@@ -12,7 +12,7 @@ from ytdnn.index.exact import ExactIndex
 
 @dataclass(frozen=True)
 class IndexConfig(Config):
-    # IVF measured best on 1M items (bench/index_speed.py): recall@100 0.97 at 19x exact speed;
+    # IVF measured best on 1M items (bench/index_speed.py): recall@100 0.96 at 17x exact speed;
     # HNSW's inner-product graph stayed below 0.8 recall@100 on popularity-scaled item vectors.
     kind: str = "ivf"  # "exact" | "ivf" | "hnsw"
     nlist: int | None = None  # IVF cells; None = 2·sqrt(M), at most M / 39
