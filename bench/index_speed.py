@@ -156,6 +156,13 @@ def run(
     return records
 
 
+def bench_run() -> list:
+    """`make bench ONLY=index`: the default settings as report Records."""
+    from ytdnn.eval.report import Record
+
+    return [Record(**{**r, "machine": "", "command": ""}) for r in run(settings=BENCH_SETTINGS)]
+
+
 def _record(model, metrics, seconds, params, context) -> dict[str, Any]:
     return {
         "benchmark": "index",
