@@ -287,13 +287,7 @@ def read_csv(
         skip_bad_rows=skip_bad_rows,
         bad=bad,
     )
-    rows.rename(columns or {}, schema)
-    rows.convert(
-        schema_specs(schema, rows.table.column_names, ids=ids, list_delimiter=list_delimiter)
-    )
-    out = rows.finish(schema)
-    report_skipped(bad, skipped)
-    return out
+    return _canonical(rows, schema, columns, ids, list_delimiter, bad, skipped)
 
 
 def read_parquet(
@@ -319,6 +313,11 @@ def read_parquet(
     rows = Rows(
         data, path, lambda: np.arange(1, data.num_rows + 1), skip_bad_rows=skip_bad_rows, bad=bad
     )
+    return _canonical(rows, schema, columns, ids, list_delimiter, bad, skipped)
+
+
+def _canonical(rows, schema, columns, ids, list_delimiter, bad, skipped) -> pa.Table:
+    """Shared tail of the readers: rename to canonical names, convert, validate, report skips."""
     rows.rename(columns or {}, schema)
     rows.convert(
         schema_specs(schema, rows.table.column_names, ids=ids, list_delimiter=list_delimiter)
