@@ -156,3 +156,37 @@ def test_switched_off_watches_do_not_change_the_user_vector():
     gen.streams_.watch_items[:] = 1  # rewrite every history
     after = gen.user_vectors(gen.user_rows([0]))
     np.testing.assert_array_equal(before, after)
+
+
+def test_fresh_history_gives_the_same_vector_as_the_stored_one(trained):
+    gen, watches, users = trained
+    user = 5
+    history = watches.filter(pa.compute.equal(watches["user_id"], user)).sort_by("timestamp")["item_id"].to_pylist()
+    stored = gen.user_vectors(gen.user_rows([user]))
+    fresh = gen.vectors_for_histories([history], users=pa.table({"user_id": pa.array([user], pa.int64())}))
+    np.testing.assert_allclose(fresh, stored, rtol=1e-5, atol=1e-6)
+
+
+def test_a_new_watch_moves_the_fresh_vector_and_unknown_items_are_oov(trained):
+    gen, _, _ = trained
+    base = gen.vectors_for_histories([[100, 101]])
+    moved = gen.vectors_for_histories([[100, 101, 200, 201, 202]])
+    same = gen.vectors_for_histories([[100, 101, 999_999]])  # 999999 was never seen: OOV, left out
+    assert not np.allclose(base, moved)
+    np.testing.assert_allclose(base, same, rtol=1e-6)
+    with pytest.raises(ValueError, match="same number of users"):
+        gen.vectors_for_histories([[100]], queries=[[], []])
+
+
+def test_fresh_search_tokens_match_the_stored_stream(tmp_path):
+    watches, users = two_clusters(seed=5)
+    searches = pa.table({
+        "user_id": pa.array([3, 3], pa.int64()), "timestamp": pa.array([1, 2], pa.int64()),
+        "query": ["red fox", "blue whale"],
+    })
+    gen = small_generator()
+    gen.train_cfg = gen.train_cfg.replace(max_epochs=1)
+    gen.fit(watches, searches, users)
+    history = watches.filter(pa.compute.equal(watches["user_id"], 3)).sort_by("timestamp")["item_id"].to_pylist()
+    fresh = gen.vectors_for_histories([history], [["red fox", "blue whale"]], pa.table({"user_id": pa.array([3], pa.int64())}))
+    np.testing.assert_allclose(fresh, gen.user_vectors(gen.user_rows([3])), rtol=1e-5, atol=1e-6)

@@ -25,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
+from ytdnn.features.text import tokenize_many
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import EventStreams, Featurizer
 from ytdnn.train.config import TrainConfig
@@ -159,6 +160,56 @@ class CandidateGenerator:
         return self.search_vectors(self.user_vectors(rows), k, exclude)
 
     @torch.no_grad()
+    def vectors_for_histories(
+        self,
+        watched: list[list[Any]],
+        queries: list[list[str]] | None = None,
+        users: pa.Table | None = None,
+    ) -> np.ndarray:
+        """u from histories given now (serving with fresh events) -> float32 [B, d].
+
+        watched: B lists of item ids, oldest first (unknown ids are OOV); queries: B lists of
+        search queries, oldest first; users: a users table of B rows (user_id plus features; a
+        known user_id without features takes the stored ones), or None for no features.
+        """
+        n = len(watched)
+        queries = queries if queries is not None else [[] for _ in range(n)]
+        if len(queries) != n or (users is not None and len(users) != n):
+            raise ValueError("watched, queries and users must describe the same number of users")
+        streams = self._fresh_streams(watched, queries, users)
+        batch = serving_batch(streams, self.example_cfg, np.arange(n, dtype=np.int64))
+        self.model_.eval()
+        return self.model_.user_vector(batch).numpy()
+
+    def _fresh_streams(self, watched, queries, users: pa.Table | None) -> EventStreams:
+        f = self.featurizer_
+        flat_items = [i for history in watched for i in history]
+        items = f.items_.encode(pa.array(flat_items, type=_id_type(f.items_))) if flat_items else np.zeros(0, np.int64)
+        tokens = np.zeros(0, np.int64)
+        token_counts = np.zeros(len(queries), np.int64)
+        flat_queries = [q for user_queries in queries for q in user_queries]
+        if f.tokens_ is not None and flat_queries:
+            lists = tokenize_many(pa.array(flat_queries, pa.string()))  # one query at a time: no
+            tokens = f.tokens_.encode(lists.flatten())  # bigram spans two queries
+            per_query = np.diff(lists.offsets.to_numpy())
+            owner = np.repeat(np.arange(len(queries)), [len(q) for q in queries])
+            token_counts = np.bincount(owner, weights=per_query, minlength=len(queries)).astype(np.int64)
+        cat = np.zeros((len(watched), len(f.user_features_.categorical_)), np.int64)
+        cont = np.zeros((len(watched), f.user_features_.num_continuous), np.float32)
+        if users is not None:
+            rows = self.user_rows(users.column("user_id"))
+            cat, cont = self.streams_.user_categorical[rows].copy(), self.streams_.user_continuous[rows].copy()
+            given = [c for c in users.column_names if c != "user_id"]
+            if given:  # features sent with the request win over stored ones
+                cat, cont = f.user_features_.transform(users)
+        return EventStreams(
+            watch_items=items, watch_times=np.zeros(len(items), np.int64),
+            watch_offsets=_offsets_of([len(h) for h in watched]),
+            tokens=tokens, token_times=np.zeros(len(tokens), np.int64), token_offsets=_offsets_of(token_counts),
+            user_categorical=cat, user_continuous=cont, ordered=True,
+        )
+
+    @torch.no_grad()
     def cold_start_vectors(self, users: pa.Table) -> np.ndarray:
         """u for users known only by their features (a users table, no history) -> [B, d]."""
         categorical, continuous = self.featurizer_.user_features_.transform(users)
@@ -253,6 +304,14 @@ def configs_from_json(path: str | Path) -> dict[str, Any]:
         if key in config:
             out[key] = config[key]
     return out
+
+
+def _offsets_of(counts) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))]).astype(np.int64)
+
+
+def _id_type(vocab) -> pa.DataType:
+    return pa.int64() if vocab.token_type_ == "int" else pa.string()
 
 
 def _titles(items: pa.Table | None) -> dict[Any, str]:
