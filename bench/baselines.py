@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ytdnn.data.movielens import read_movielens, read_movielens_folds
+from ytdnn.data.schema import Dataset
 from ytdnn.eval.baselines import (
     EASE,
     L2_GRID,
@@ -26,8 +28,6 @@ from ytdnn.eval.baselines import (
     choose_on_validation,
     refit_and_test,
 )
-from ytdnn.data.movielens import read_movielens, read_movielens_folds
-from ytdnn.data.schema import Dataset
 from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split, random_fold_split, temporal_split
 from ytdnn.eval.report import Record
 

@@ -24,7 +24,7 @@ import torch
 from ytdnn.eval.report import Record
 
 BENCHMARK = "speed"
-WORLD = dict(num_users=20_000, num_items=50_000, num_watches=600_000)
+WORLD = {"num_users": 20_000, "num_items": 50_000, "num_watches": 600_000}
 EXAMPLE_CAP = 20  # examples per user in the timed epoch: 400k examples at most
 
 

@@ -159,7 +159,7 @@ def test_switched_off_watches_do_not_change_the_user_vector():
 
 
 def test_fresh_history_gives_the_same_vector_as_the_stored_one(trained):
-    gen, watches, users = trained
+    gen, watches, _ = trained
     user = 5
     history = watches.filter(pa.compute.equal(watches["user_id"], user)).sort_by("timestamp")["item_id"].to_pylist()
     stored = gen.user_vectors(gen.user_rows([user]))

@@ -29,7 +29,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    def from_dict(cls, values: dict[str, Any]) -> typing.Self:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -45,12 +45,12 @@ class Config:
             kwargs[name] = value
         return cls(**kwargs)
 
-    def replace(self: C, **overrides: Any) -> C:
+    def replace(self, **overrides: Any) -> typing.Self:
         return type(self).from_dict({**self.to_dict(), **overrides})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls: type[C], path: str | Path) -> C:
+    def load(cls, path: str | Path) -> typing.Self:
         return cls.from_dict(json.loads(Path(path).read_text()))

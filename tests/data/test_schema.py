@@ -1,7 +1,15 @@
 import pyarrow as pa
 import pytest
 
-from ytdnn.data.schema import ITEMS, USERS, WATCHES, DataError, Dataset, has_timestamps, validate_table
+from ytdnn.data.schema import (
+    ITEMS,
+    USERS,
+    WATCHES,
+    DataError,
+    Dataset,
+    has_timestamps,
+    validate_table,
+)
 
 
 def watches(**overrides):

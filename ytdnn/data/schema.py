@@ -230,7 +230,7 @@ class Dataset:
     def tables(self) -> dict[str, pa.Table]:
         return {name: t for name in TABLES if (t := getattr(self, name)) is not None}
 
-    def validate(self) -> "Dataset":
+    def validate(self) -> Dataset:
         """Validate every table against its schema, and the id types across tables."""
         for name, table in self.tables().items():
             setattr(self, name, validate_table(table, SCHEMAS[name], source=f"<{self.name}.{name}>"))
@@ -249,7 +249,7 @@ class Dataset:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, name: str | None = None) -> "Dataset":
+    def load(cls, directory: str | Path, name: str | None = None) -> Dataset:
         """Read the Parquet tables written by ``save`` (or by hand) and validate them."""
         directory = Path(directory)
         if not (directory / "watches.parquet").exists():
