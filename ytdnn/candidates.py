@@ -22,10 +22,10 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_model, save_model
 
+from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
-from ytdnn.features.text import tokenize_many
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import EventStreams, Featurizer
 from ytdnn.train.config import TrainConfig
