@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -36,14 +37,24 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def run_one(name: str, command: str, machine: str, out_dir: Path = RESULTS_DIR) -> list[Record]:
+def merged(name: str, records: list[Record], out_dir: Path) -> list[Record | dict]:
+    """This run's records, plus the earlier ones in <name>.json of other (dataset, protocol, model)."""
+    path = out_dir / f"{name}.json"
+    if not path.exists():
+        return list(records)
+    new = {(r.dataset, r.protocol, r.model) for r in records}
+    kept = [d for d in json.loads(path.read_text()) if (d["dataset"], d["protocol"], d["model"]) not in new]
+    return kept + list(records)
+
+
+def run_one(name: str, command: str, machine: str, out_dir: Path = RESULTS_DIR, merge: bool = False) -> list[Record]:
     print(f"== benchmark {name} ==", flush=True)
     start = time.perf_counter()
     records = BENCHMARKS[name]()
     for r in records:
         r.machine = r.machine or machine
         r.command = r.command or command
-    json_path, md_path = write_results(name, records, out_dir)
+    json_path, md_path = write_results(name, merged(name, records, out_dir) if merge else records, out_dir)
     print(format_table(records))
     print(
         f"{name}: {time.perf_counter() - start:.1f} s; wrote {json_path} and {md_path}\n",
@@ -58,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only", metavar="NAME", help=f"run one benchmark: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep earlier records of other datasets/models in the results file")
     args = parser.parse_args(argv)
     if args.only is not None and args.only not in BENCHMARKS:
         parser.error(f"unknown benchmark {args.only!r}; known: {', '.join(BENCHMARKS)}")
@@ -66,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description()
     print(f"machine: {machine}", flush=True)
     for name in names:
-        run_one(name, command, machine, args.out)
+        run_one(name, command, machine, args.out, merge=args.merge)
     return 0
 
 

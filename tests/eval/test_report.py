@@ -121,3 +121,16 @@ def test_bench_baselines_reports_missing_data_as_skipped(tmp_path, monkeypatch):
         ("ml-1m", "EASE"),
     }
     assert all(r.skipped and "not found" in r.skipped for r in out)
+
+
+def test_bench_runner_merge_keeps_other_records(tmp_path, monkeypatch):
+    from bench import __main__ as runner
+
+    monkeypatch.setitem(runner.BENCHMARKS, "toy", lambda: [Record("toy", "a", "p", "m", {"HR@10": 0.1})])
+    runner.main(["--only", "toy", "--out", str(tmp_path)])
+    monkeypatch.setitem(runner.BENCHMARKS, "toy", lambda: [Record("toy", "b", "p", "m", {"HR@10": 0.2})])
+    runner.main(["--only", "toy", "--out", str(tmp_path), "--merge"])
+    datasets = [r["dataset"] for r in json.loads((tmp_path / "toy.json").read_text())]
+    assert datasets == ["a", "b"]
+    runner.main(["--only", "toy", "--out", str(tmp_path)])  # without --merge: this run only
+    assert [r["dataset"] for r in json.loads((tmp_path / "toy.json").read_text())] == ["b"]
