@@ -104,7 +104,9 @@ class CandidateGenerator:
 
     def user_rows(self, user_ids: Any) -> np.ndarray:
         """Original user ids [B] -> stream rows [B] (0 = unknown user: cold start)."""
-        return self.featurizer_.users_.encode(pa.array(np.asarray(user_ids)) if not isinstance(user_ids, pa.Array) else user_ids)
+        if not isinstance(user_ids, pa.Array | pa.ChunkedArray):
+            user_ids = pa.array(np.asarray(user_ids))
+        return self.featurizer_.users_.encode(user_ids)
 
     @torch.no_grad()
     def user_vectors(self, user_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -128,8 +130,7 @@ class CandidateGenerator:
         columns = torch.from_numpy(self.featurizer_.items_.encode(item_ids))  # [I], 0 = unknown item
 
         def score(user_idx: np.ndarray) -> torch.Tensor:
-            scores = self.score_all(rows[user_idx])[:, columns]  # unknown items take column 0: -inf
-            return scores
+            return self.score_all(rows[user_idx])[:, columns]  # unknown items take column 0: -inf
 
         return score
 
