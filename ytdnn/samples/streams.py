@@ -81,7 +81,6 @@ class Featurizer:
             self.window_start_, self.window_end_ = int(pc.min(times).as_py()), int(pc.max(times).as_py())
         else:
             self.window_start_ = self.window_end_ = 0
-        self._users_table = users
         return self
 
     @property
@@ -94,7 +93,6 @@ class Featurizer:
 
     def streams(self, watches: pa.Table, searches: pa.Table | None = None, users: pa.Table | None = None) -> EventStreams:
         """Encode logs into per-user streams sorted by (user, time, item id)."""
-        users = self._users_table if users is None else users
         num_users = len(self.users_)
         w_user = self.users_.encode(watches.column("user_id"))
         w_item = self.items_.encode(watches.column("item_id"))
@@ -153,7 +151,6 @@ class Featurizer:
         tokens = directory / "tokens.json"
         f.tokens_ = Vocabulary.from_json(tokens) if tokens.exists() else None
         f.user_features_ = UserFeatureEncoder.from_json(directory / "user_features.json")
-        f._users_table = None
         return f
 
 
