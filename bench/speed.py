@@ -25,7 +25,7 @@ from ytdnn.eval.report import Record
 
 BENCHMARK = "speed"
 WORLD = {"num_users": 20_000, "num_items": 50_000, "num_watches": 600_000}
-EXAMPLE_CAP = 20  # examples per user in the timed epoch: 400k examples at most
+EXAMPLE_CAP = 10  # examples per user in the timed epoch: 200k examples at most
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
