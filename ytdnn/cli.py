@@ -89,6 +89,46 @@ def _retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ranker(args: argparse.Namespace) -> int:
+    from ytdnn.data.schema import Dataset
+    from ytdnn.pipeline import ranker_configs, train_ranker
+
+    configs = ranker_configs(_parse_overrides(args.set))
+    rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, configs=configs)
+    last = rec.ranker.history_.epochs[-1]
+    print(f"trained the ranker {len(rec.ranker.history_.epochs)} epochs (final loss {last['train_loss']:.4f}); "
+          f"written to {args.out or Path(args.model) / 'ranker'}")
+    return 0
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    from ytdnn.candidates import configs_from_json, split_overrides
+    from ytdnn.data.schema import Dataset
+    from ytdnn.pipeline import ranker_configs, train_all
+
+    candidate = configs_from_json(args.config) if args.config else {}
+    candidate = split_overrides(candidate, _parse_overrides(args.set))
+    configs = ranker_configs(_parse_overrides(args.ranker_set))
+    train_all(Dataset.load(args.data), args.out, candidate, configs, args.num_candidates, args.index)
+    print(f"trained the candidate generator and the ranker; model written to {args.out}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from ytdnn.pipeline import Recommender
+
+    rec = Recommender.load(args.model, num_candidates=args.candidates)
+    gen = rec.candidates
+    user = _typed_id(args.user, gen.featurizer_.users_.token_type_)
+    if gen.user_rows([user])[0] == 0:
+        print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
+    result = rec.recommend(user, k=args.k)
+    titles = gen.item_titles()
+    for rank, (item, score, stage) in enumerate(zip(result.item_ids, result.scores, result.stages), 1):
+        print(f"{rank:4d}  {item!s:>10}  {score:10.4f}  {stage:<10}  {titles.get(item, '')}")
+    return 0
+
+
 def _typed_id(value: str, token_type: str):
     return int(value) if token_type == "int" else value
 
@@ -134,6 +174,33 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"],
                             help="nearest-neighbour index; auto = exact up to 100k items, IVF beyond")
     candidates.set_defaults(func=_train_candidates)
+
+    ranker = train.add_parser("ranker", help="train the ranker (paper section 4) for a candidates model")
+    ranker.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    ranker.add_argument("--model", required=True, help="candidates (or two-stage) model directory")
+    ranker.add_argument("--out", default=None, help="write a two-stage model here (default: MODEL/ranker)")
+    ranker.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="ranker, training or impression setting, e.g. --set tower=512-256")
+    ranker.set_defaults(func=_train_ranker)
+
+    both = train.add_parser("all", help="train both stages into one model directory")
+    both.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    both.add_argument("--out", required=True, help="model directory to write")
+    both.add_argument("--config", default=None, help="config.json with candidate/examples/train sections")
+    both.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="candidate generator setting, as for `train candidates`")
+    both.add_argument("--ranker-set", action="append", default=[], metavar="KEY=VALUE",
+                      help="ranker, training or impression setting, e.g. --ranker-set tower=256")
+    both.add_argument("--num-candidates", type=int, default=500, help="candidates ranked per request")
+    both.add_argument("--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"])
+    both.set_defaults(func=_train_all)
+
+    recommend = commands.add_parser("recommend", help="top-k recommendations of both stages for a user")
+    recommend.add_argument("--model", required=True)
+    recommend.add_argument("--user", required=True)
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--candidates", type=int, default=None, help="candidates to rank (default: the model's)")
+    recommend.set_defaults(func=_recommend)
 
     retrieve = commands.add_parser("retrieve", help="top-k candidates for a user from a model directory")
     retrieve.add_argument("--model", required=True)

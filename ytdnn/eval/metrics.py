@@ -197,3 +197,33 @@ def evaluate(
 def _padded(mask: torch.Tensor) -> torch.Tensor:
     """[B, I] -> [B, I + 1] with a False column for the -1 (empty) slot."""
     return torch.cat([mask, torch.zeros((len(mask), 1), dtype=torch.bool)], dim=1)
+
+
+def weighted_per_user_loss(
+    scores: np.ndarray, clicked: np.ndarray, watch_time: np.ndarray, pages: np.ndarray
+) -> float:
+    """Paper table 1: the share of watch time in a page's positive/negative pairs ordered wrongly.
+
+    scores, clicked, watch_time, pages: [N] impressions (pages: one user's page each). Every pair
+    (clicked p, unclicked n) on one page weighs p's watch time; it is mispredicted when n scores
+    higher than p, and half mispredicted on a tie. The result is the mispredicted weight over the
+    weight of all pairs, summed over every page (NaN when there is no pair with watch time).
+    """
+    scores, clicked = np.asarray(scores, np.float64), np.asarray(clicked, bool)
+    watch_time, pages = np.asarray(watch_time, np.float64), np.asarray(pages)
+    if not (scores.shape == clicked.shape == watch_time.shape == pages.shape) or scores.ndim != 1:
+        raise ValueError("scores, clicked, watch_time and pages must be 1-d arrays of one length")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    page = np.unique(pages, return_inverse=True)[1].astype(np.int64)
+    rank = np.unique(scores, return_inverse=True)[1].astype(np.int64)  # dense: ties share a rank
+    span = int(rank.max(initial=0)) + 1
+    negatives = np.sort(page[~clicked] * span + rank[~clicked])  # [Nn] sorted by (page, score)
+    p_page, p_code = page[clicked], page[clicked] * span + rank[clicked]
+    page_end = np.searchsorted(negatives, (p_page + 1) * span, side="left")
+    above = page_end - np.searchsorted(negatives, p_code, side="right")  # negatives scoring higher
+    tied = np.searchsorted(negatives, p_code, side="right") - np.searchsorted(negatives, p_code, side="left")
+    pairs = page_end - np.searchsorted(negatives, p_page * span, side="left")  # negatives on the page
+    weight = watch_time[clicked]
+    total = float((weight * pairs).sum())
+    return float((weight * (above + 0.5 * tied)).sum()) / total if total > 0 else float("nan")

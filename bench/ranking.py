@@ -1,0 +1,276 @@
+"""`make bench ONLY=ranking`: the ranker (paper §4) and the two-stage pipeline.
+
+1. Table 1 on the synthetic world: the weighted per-user loss on the test window's impressions of
+   every hidden-layer preset, and the two ablations of the best one (no x̃² and √x̃; unweighted).
+2. Two stages against retrieval alone, on the synthetic world (GLOBAL-TIME: train before the
+   cut, test on the first watches after it) and on ml-100k (P-TEMPORAL): the same
+   ``NUM_CANDIDATES`` candidates ordered by the ranker (``ytdnn-two-stage``) or by the candidate
+   generator's score (``ytdnn-retrieval-only``). HR@10, NDCG@10, HR@100; on the synthetic world
+   also the ground-truth expected watch time of the top 10 at the cut ("EWT@10", seconds).
+3. Latency of ``recommend(user, k=10)`` with 500 candidates ranked, on a 100k-item corpus, with
+   the approximate index: p50 / p99 and where the time goes.
+
+ml-100k choices, made on the validation stage (fit on train, targets = valid; NDCG@10 of the
+retrieval-only order: 0.0732): the ranker learns on pages built by a generator trained without
+each user's last 10 watches (stacking; NDCG@10 0.0602 with tower 256, vs 0.0529 on the test stage
+without stacking), built impressions do not feed the churn feature (0.0689; the overlapping pages
+made "shown before" a proxy for the label), keeping each page's top 50 whole as hard negatives
+biases the rank feature (0.0294), and regularising helps: one epoch 0.0705, dropout 0.5 for three
+epochs 0.0705 with HR@100 0.6055 (retrieval 0.597), which is the setting used.
+
+Environment knobs (never set by `make bench`): YTDNN_BENCH_WORLD (preset, default "small"),
+YTDNN_BENCH_PARTS (comma-separated subset of "table1,synthetic,movielens,latency"),
+YTDNN_BENCH_EPOCHS (ranker epochs), YTDNN_BENCH_STAGE=valid (ml-100k: the validation stage only,
+for choices).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.data.synthetic import WorldConfig, generate
+from ytdnn.eval.metrics import evaluate, weighted_per_user_loss
+from ytdnn.eval.protocols import GLOBAL_TIME, P_TEMPORAL, Split, global_time_split
+from ytdnn.eval.report import Record
+from ytdnn.models.candidate import CandidateConfig
+from ytdnn.models.ranker import TOWER_PRESETS, RankerConfig
+from ytdnn.pipeline import Recommender
+from ytdnn.ranking import Ranker
+from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.samples.impressions import ImpressionConfig, impressions_from_candidates
+from ytdnn.train.config import TrainConfig
+
+BENCHMARK = "ranking"
+NUM_CANDIDATES = 500
+BEST_TOWER = TOWER_PRESETS[-1]
+TEST_SHARE = 0.15  # the synthetic world's last 15% of days is the test window
+KS = (10, 100)
+
+
+def _ranker_train(epochs: int) -> TrainConfig:
+    return TrainConfig(lr=1e-3, batch_size=512, max_epochs=epochs, progress=False)
+
+
+def _generator(epochs: int = 10) -> CandidateGenerator:
+    return CandidateGenerator(
+        CandidateConfig(embedding_dim=64, output_dim=64, depth=1, num_negatives=1024),
+        ExampleConfig(max_watch_history=50, max_examples_per_user=200),
+        TrainConfig(lr=1e-3, batch_size=512, max_epochs=epochs, progress=False),
+    )
+
+
+def _before(table: pa.Table | None, cut: int, after: bool = False) -> pa.Table | None:
+    if table is None:
+        return None
+    mask = pc.greater_equal(table["timestamp"], cut) if after else pc.less(table["timestamp"], cut)
+    return table.filter(mask)
+
+
+# ---- lists -> metrics ------------------------------------------------------------------------------
+
+
+def _list_scorer(split: Split, users_idx: np.ndarray, lists: list[np.ndarray]):
+    """A score_fn for ``evaluate`` that reproduces given ranked lists (original item ids)."""
+    position = {u: i for i, u in enumerate(users_idx.tolist())}
+    item_ids = split.item_ids.to_numpy(zero_copy_only=False)
+    columns = [np.searchsorted(item_ids, np.asarray(items, dtype=item_ids.dtype)) for items in lists]
+
+    def score(batch: np.ndarray) -> torch.Tensor:
+        out = torch.full((len(batch), split.num_items), float("-inf"))
+        for b, u in enumerate(batch.tolist()):
+            cols = columns[position[u]]
+            out[b, torch.from_numpy(cols)] = torch.arange(len(cols), 0, -1, dtype=torch.float32)
+        return out
+
+    return score
+
+
+def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, world=None) -> dict[str, dict]:
+    """Two-stage and retrieval-only figures of the same candidates for the stage's users.
+
+    now: the request time of every user; None = one second after each user's last fit watch
+    (P-TEMPORAL: users come back at their own times, not all at the end of the log).
+    """
+    stage = split.stage(stage_name)
+    users_idx = stage.eval_users()
+    user_ids = split.user_ids.to_numpy(zero_copy_only=False)[users_idx].tolist()
+    if now is None:
+        fit = stage.fit_table()
+        last = np.full(split.num_users, np.iinfo(np.int64).min)
+        np.maximum.at(last, fit["user_idx"].to_numpy(), fit["timestamp"].to_numpy())
+        times = last[users_idx] + 1
+    else:
+        times = np.full(len(users_idx), now)
+    out = {}
+    alone = Recommender(rec.candidates, None, rec.num_candidates)  # the same candidates, generator order
+    for name, recommender in (("ytdnn-two-stage", rec), ("ytdnn-retrieval-only", alone)):
+        start = time.perf_counter()
+        lists = []
+        for a in range(0, len(user_ids), 256):
+            lists += [r.item_ids for r in recommender.recommend_batch(user_ids[a : a + 256], k=max(KS),
+                                                                       now=times[a : a + 256])]
+        seconds = time.perf_counter() - start
+        figures = evaluate(_list_scorer(split, users_idx, lists), stage, ks=KS, metrics=("HR", "NDCG"))
+        metrics = {m: round(figures[m], 4) for m in ("HR@10", "NDCG@10", "HR@100")}
+        if world is not None:
+            ewt = [world.expected_watch_time(int(u), np.asarray(items[:10], np.int64), now).mean()
+                   for u, items in zip(user_ids, lists) if len(items)]
+            metrics["EWT@10"] = round(float(np.mean(ewt)), 3)
+        out[name] = {"metrics": metrics, "seconds": round(seconds, 1)}
+        print(f"   {name}: {metrics} ({seconds:.0f} s)", flush=True)
+    return out
+
+
+# ---- synthetic world: table 1 and the comparison ---------------------------------------------------
+
+
+def _synthetic(preset: str, parts: set[str], epochs: int) -> list[Record]:
+    world = generate(WorldConfig.preset(preset, seed=0))
+    d, dataset = world.dataset, f"synthetic-{preset}"
+    cut = int(world.config.window_s * (1 - TEST_SHARE))
+    start = time.perf_counter()
+    gen = _generator().fit(_before(d.watches, cut), _before(d.searches, cut), d.users, items=d.items)
+    gen_seconds = time.perf_counter() - start
+    train_imp, test_imp = _before(d.impressions, cut), _before(d.impressions, cut, after=True)
+    print(f"{dataset}: generator {gen_seconds:.0f} s; impressions {train_imp.num_rows:,} train, "
+          f"{test_imp.num_rows:,} test", flush=True)
+    clicked = test_imp["clicked"].to_numpy(zero_copy_only=False)
+    watch_time, pages = test_imp["watch_time"].to_numpy(), test_imp["page_id"].to_numpy()
+    variants = {f"ranker-{t}": RankerConfig(tower=t) for t in (TOWER_PRESETS if "table1" in parts else (BEST_TOWER,))}
+    if "table1" in parts:
+        variants[f"ranker-{BEST_TOWER}-no-powers"] = RankerConfig(tower=BEST_TOWER, use_powers=False)
+        variants[f"ranker-{BEST_TOWER}-unweighted"] = RankerConfig(tower=BEST_TOWER, weighted=False)
+    records, rankers = [], {}
+    for name, cfg in variants.items():
+        start = time.perf_counter()
+        ranker = Ranker(cfg, _ranker_train(epochs)).fit(gen, train_imp, users=d.users, items=d.items)
+        fit_seconds = time.perf_counter() - start
+        logits = ranker.score_impressions(gen, test_imp, d.watches, d.searches, d.users)
+        loss = weighted_per_user_loss(logits, clicked, watch_time, pages)
+        print(f"   {name}: weighted per-user loss {loss:.4f} ({fit_seconds:.0f} s)", flush=True)
+        records.append(Record(BENCHMARK, dataset, "impressions after the cut", name,
+                              {"weighted_per_user_loss": round(loss, 4)}, {"train": round(fit_seconds, 1)},
+                              {"epochs": epochs, **cfg.to_dict()}))
+        rankers[name] = ranker
+    if "synthetic" in parts:
+        split = global_time_split(d.watches, cut)
+        rec = Recommender(gen, rankers[f"ranker-{BEST_TOWER}"], NUM_CANDIDATES)
+        for model, result in _compare(rec, split, "test", cut, world).items():
+            records.append(Record(BENCHMARK, dataset, GLOBAL_TIME, model, result["metrics"],
+                                  {"generator": round(gen_seconds, 1), "recommend": result["seconds"]},
+                                  {"num_candidates": NUM_CANDIDATES, "tower": BEST_TOWER}))
+    return records
+
+
+# ---- ml-100k P-TEMPORAL --------------------------------------------------------------------------
+
+ML_LAST = 10  # stacking: the ranker's pages are requests among each user's last 10 watches
+ML_IMPRESSIONS = ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
+                                  requests_per_user=ML_LAST, last_watches=ML_LAST)
+# Chosen on the validation stage (module docstring): 3 plain epochs of "256" memorised the 9k pages.
+ML_RANKER = RankerConfig(tower="256", dropout=0.5)
+ML_EPOCHS = 3
+
+
+def _drop_last(watches: pa.Table, n: int) -> pa.Table:
+    """Each user's watches but the last n by (timestamp, item id)."""
+    users = np.unique(watches["user_id"].to_numpy(), return_inverse=True)[1]
+    order = np.lexsort((watches["item_id"].to_numpy(), watches["timestamp"].to_numpy(), users))
+    counts = np.bincount(users)
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return watches.filter(pa.array(position < counts[users] - n))
+
+
+def _movielens(stage_name: str = "test") -> list[Record]:
+    """Stacking (samples/impressions.py): the ranker learns on pages of a generator that never
+    saw the pages' positives, and serves behind the generator trained on everything."""
+    from bench.baselines import movielens_splits
+    from bench.retrieval import configs
+
+    records = []
+    for dataset, protocol, split, reason, _, tables in movielens_splits():
+        if protocol != P_TEMPORAL:
+            continue
+        if split is None:
+            records += [Record(BENCHMARK, dataset, protocol, m, skipped=reason)
+                        for m in ("ytdnn-two-stage", "ytdnn-retrieval-only")]
+            continue
+        model_cfg, example_cfg, train_cfg = configs(dataset, {})
+        train_cfg = train_cfg.replace(monitor=None, patience=None, max_epochs=8)
+        columns = ["user_id", "item_id", "timestamp", "watch_time"]
+        watches = split.stage(stage_name).fit_table().select(columns)
+        start = time.perf_counter()
+        serving = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
+            watches, users=tables.users, items=tables.items)
+        earlier = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
+            _drop_last(watches, ML_LAST), users=tables.users, items=tables.items)
+        impressions = impressions_from_candidates(earlier, watches, ML_IMPRESSIONS, users=tables.users)
+        ranker = Ranker(ML_RANKER, _ranker_train(ML_EPOCHS)).fit(
+            earlier, impressions, watches, users=tables.users, items=tables.items, log_impressions=False)
+        fit_seconds = time.perf_counter() - start
+        print(f"{dataset}: 2 generators + {impressions.num_rows:,} impressions + ranker in {fit_seconds:.0f} s",
+              flush=True)
+        rec = Recommender(serving, ranker, NUM_CANDIDATES)
+        for model, result in _compare(rec, split, stage_name, None).items():
+            shown = protocol if stage_name == "test" else f"{protocol} ({stage_name})"
+            records.append(Record(BENCHMARK, dataset, shown,
+                                  model, result["metrics"],
+                                  {"train": round(fit_seconds, 1), "recommend": result["seconds"]},
+                                  {"num_candidates": NUM_CANDIDATES, "ranker": ML_RANKER.to_dict(),
+                                   "epochs": ML_EPOCHS, "impressions": ML_IMPRESSIONS.to_dict()}))
+    return records
+
+
+# ---- latency -----------------------------------------------------------------------------------
+
+
+LATENCY_WORLD = {"num_items": 100_000, "num_users": 20_000, "num_watches": 400_000, "num_channels": 5_000}
+
+
+def _latency(num_requests: int = 300, **world_overrides) -> list[Record]:
+    world = generate(WorldConfig.preset("large", **{**LATENCY_WORLD, **world_overrides}))
+    d = world.dataset
+    gen = _generator(epochs=1).fit(d.watches, d.searches, d.users, items=d.items)
+    gen.build_index("ivf")
+    imp = d.impressions.slice(0, 200_000)
+    ranker = Ranker(RankerConfig(tower=BEST_TOWER), _ranker_train(1)).fit(gen, imp, users=d.users, items=d.items)
+    rec = Recommender(gen, ranker, NUM_CANDIDATES)
+    torch.set_num_threads(2)
+    users = np.random.default_rng(0).choice(d.users["user_id"].to_numpy(), num_requests)
+    rec.recommend(int(users[0]), k=10)  # warm up
+    totals, parts = [], {}
+    for user in users.tolist():
+        start = time.perf_counter()
+        rec.recommend(user, k=10)
+        totals.append(time.perf_counter() - start)
+        for stage, seconds in rec.timings_.items():
+            parts.setdefault(stage, []).append(seconds)
+    ms = 1000 * np.array(totals)
+    metrics = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+    metrics.update({f"{stage}_mean_ms": round(1000 * float(np.mean(v)), 2) for stage, v in parts.items()})
+    print(f"latency: {metrics}", flush=True)
+    dataset = f"synthetic-{world.config.num_items // 1000}k-items"
+    return [Record(BENCHMARK, dataset, "recommend(user, k=10)", "ytdnn-two-stage", metrics, {},
+                   {"num_candidates": NUM_CANDIDATES, "index": "ivf", "tower": BEST_TOWER, "requests": num_requests})]
+
+
+def run() -> list[Record]:
+    parts = set(os.environ.get("YTDNN_BENCH_PARTS", "table1,synthetic,movielens,latency").split(","))
+    preset = os.environ.get("YTDNN_BENCH_WORLD", "small")
+    epochs = int(os.environ.get("YTDNN_BENCH_EPOCHS", "3"))
+    records = []
+    if parts & {"table1", "synthetic"}:
+        records += _synthetic(preset, parts, epochs)
+    if "movielens" in parts:
+        records += _movielens(os.environ.get("YTDNN_BENCH_STAGE", "test"))
+    if "latency" in parts:
+        records += _latency()
+    return records

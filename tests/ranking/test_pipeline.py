@@ -1,0 +1,120 @@
+"""The two-stage Recommender on the tiny synthetic world: contract, batch = single, round trip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.data.synthetic import WorldConfig, generate
+from ytdnn.models.candidate import CandidateConfig
+from ytdnn.models.ranker import RankerConfig
+from ytdnn.pipeline import Recommender, ranker_configs, train_ranker
+from ytdnn.ranking import Ranker
+from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.samples.ranking import candidate_features
+from ytdnn.train.config import TrainConfig
+
+USERS = [3, 17, 42, 150]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    d = generate(WorldConfig.preset("tiny")).dataset
+    gen = CandidateGenerator(
+        CandidateConfig(embedding_dim=16, output_dim=16, depth=0, num_negatives=None),
+        ExampleConfig(max_watch_history=20),
+        TrainConfig(lr=3e-3, max_epochs=1, progress=False, num_threads=1),
+    ).fit(d.watches, d.searches, d.users, items=d.items)
+    ranker = Ranker(RankerConfig(tower="32", max_embedding_dim=8),
+                    TrainConfig(max_epochs=1, batch_size=512, progress=False, num_threads=1)).fit(
+        gen, d.impressions, users=d.users, items=d.items)
+    return d, gen, ranker
+
+
+@pytest.fixture(scope="module")
+def rec(tiny):
+    _, gen, ranker = tiny
+    return Recommender(gen, ranker, num_candidates=60)
+
+
+def test_recommend_leaves_out_watched_items_and_labels_the_stage(rec, tiny):
+    watches = tiny[0].watches.to_pydict()
+    for user in USERS:
+        out = rec.recommend(user, k=10)
+        watched = {i for u, i in zip(watches["user_id"], watches["item_id"]) if u == user}
+        assert len(out.item_ids) == 10 and not set(out.item_ids.tolist()) & watched
+        assert list(out.stages) == ["ranker"] * 10
+        assert np.all(np.diff(out.scores) <= 0) and np.all(out.scores > 0)  # exp(logit), best first
+        assert np.all((out.candidate_ranks >= 1) & (out.candidate_ranks <= 60))
+
+
+def test_batch_equals_single(rec):
+    batch = rec.recommend_batch(USERS, k=8)
+    for user, got in zip(USERS, batch):
+        single = rec.recommend(user, k=8)
+        np.testing.assert_array_equal(got.item_ids, single.item_ids)
+        np.testing.assert_allclose(got.scores, single.scores, rtol=1e-5)
+
+
+def test_retrieval_only_orders_the_same_candidates_by_the_generator(rec, tiny):
+    _, gen, _ = tiny
+    alone = Recommender(gen, None, num_candidates=60)
+    out = alone.recommend(USERS[0], k=10)
+    items, _ = gen.retrieve([USERS[0]], k=10)
+    np.testing.assert_array_equal(out.item_ids, items[0])
+    assert list(out.stages) == ["candidates"] * 10
+    retrieved, _ = gen.retrieve([USERS[0]], k=60)
+    assert set(rec.recommend(USERS[0], k=10).item_ids.tolist()) <= set(retrieved[0].tolist())
+
+
+def test_serving_rank_is_the_corpus_rank_the_ranker_trained_on(rec, tiny):
+    _, gen, _ = tiny
+    rows, candidates, scores, ranks = rec._retrieve(USERS, 60, {})
+    s = gen.streams_
+    flat_rows = np.repeat(rows, candidates.shape[1])
+    train_score, train_rank = candidate_features(
+        gen, s, flat_rows, s.watch_offsets[flat_rows + 1], s.token_offsets[flat_rows + 1], candidates.ravel())
+    np.testing.assert_allclose(scores.ravel(), train_score, rtol=1e-4, atol=1e-4)
+    assert np.mean(ranks.ravel() == train_rank) > 0.98  # float32 near-ties may swap a neighbour
+
+
+def test_unknown_user_is_served_as_cold_start(rec):
+    out = rec.recommend(10**9, k=5)
+    assert len(out.item_ids) == 5
+
+
+def test_bad_requests_are_clear_errors(rec, tiny, tmp_path):
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be"):
+            rec.recommend(USERS[0], k=k)
+    with pytest.raises(ValueError, match="num_candidates"):
+        Recommender(tiny[1], tiny[2], num_candidates=0)
+    with pytest.raises(FileNotFoundError, match="not a ytdnn model directory"):
+        Recommender.load(tmp_path / "nothing")
+
+
+def test_model_directory_holds_both_stages_and_round_trips(rec, tmp_path):
+    rec.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["kind"] == "ytdnn.recommender" and config["num_candidates"] == 60
+    assert (tmp_path / "model" / "candidates" / "config.json").exists()
+    assert (tmp_path / "model" / "ranker" / "ranker.safetensors").exists()
+    again = Recommender.load(tmp_path / "model")
+    for a, b in zip(rec.recommend_batch(USERS, k=10), again.recommend_batch(USERS, k=10)):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_a_ranker_trained_next_to_a_candidates_directory_is_loaded_with_it(tiny, tmp_path):
+    d, gen, _ = tiny
+    gen.save(tmp_path / "cands")
+    configs = ranker_configs({"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1})
+    train_ranker(d, tmp_path / "cands", configs=configs)
+    loaded = Recommender.load(tmp_path / "cands")
+    assert loaded.ranker is not None and loaded.ranker.model_cfg.tower == "none"
+    assert list(loaded.recommend(USERS[0], k=3).stages) == ["ranker"] * 3
+    with pytest.raises(ValueError, match="unknown setting"):
+        ranker_configs({"towr": "256"})

@@ -1,0 +1,265 @@
+"""RankingFeaturizer: the ranker's vocabularies and feature computation (paper §4.1).
+
+It owns the ranker's own id spaces, so a ranker can be trained with the features of one candidate
+generator and serve behind another (a generator refit on more data) as long as both encode user
+features alike (``check_generator``):
+
+- ``items_``: the ranker's item vocabulary, top ``max_items`` by frequency over the watches and
+  impressions it was fitted on; OOV -> 0, the zero embedding. Generator item ids are mapped into
+  it through the original ids (``item_map``).
+- ``item_features_``: channel, language, ... ids, category bags, upload time, duration.
+- the impression log (CSR by user): what ``num_earlier_impressions`` (churn) counts.
+- ``normalizer_``: the quantile normalizer of ``CONTINUOUS_FEATURES``, fitted in one pass over
+  the training impressions' raw values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ytdnn.features.items import ItemFeatureEncoder
+from ytdnn.features.quantiles import QuantileNormalizer
+from ytdnn.features.vocab import Vocabulary
+from ytdnn.samples.ranking import (
+    BINARY_FEATURES,
+    CONTINUOUS_FEATURES,
+    NEVER_S,
+    FeatureTables,
+    earlier_events,
+    user_events,
+)
+from ytdnn.samples.streams import EventStreams, windows
+
+_FORMAT = "ytdnn.ranking_features"
+
+
+@dataclass
+class Queries:
+    """Q (user, item, time) rows to featurize. users [Q] stream rows of ``streams``; gen_items [Q]
+    generator ids; items [Q] ranker ids; times [Q] int64 seconds; watch_end, token_end [Q] where
+    each user's history before ``times`` ends in the streams; imp_rows [Q] rows of the impression log."""
+
+    users: np.ndarray
+    gen_items: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    watch_end: np.ndarray
+    token_end: np.ndarray
+    imp_rows: np.ndarray
+
+
+class RankingFeaturizer:
+    def __init__(self, max_items: int | None = 1_000_000, use_powers: bool = True, num_quantiles: int = 1000):
+        self.max_items = max_items
+        self.use_powers = use_powers  # feed x̃² and √x̃ as well (§4.1); off for the ablation
+        self.num_quantiles = num_quantiles
+        self._maps: dict[tuple[int, int], tuple[Vocabulary, Vocabulary, np.ndarray]] = {}
+
+    def fit(self, item_ids: pa.ChunkedArray, impressions: pa.Table, items: pa.Table | None,
+            user_features: dict) -> RankingFeaturizer:
+        """item_ids: every watched and impressed item id; user_features: the generator's encoder."""
+        self.items_ = Vocabulary(max_size=self.max_items).fit(item_ids)
+        self.item_features_ = ItemFeatureEncoder().fit(items, self.items_)
+        self.user_features_ = _canonical(user_features)  # what check_generator compares against
+        self.set_impression_log(impressions)
+        return self
+
+    def set_impression_log(self, impressions: pa.Table) -> None:
+        """Keep (user, item, time) of ``impressions`` as a CSR log by user for the churn counts."""
+        self.impression_users_ = Vocabulary().fit(impressions.column("user_id"))
+        rows = self.impression_users_.encode(impressions.column("user_id"))
+        items = self.items_.encode(impressions.column("item_id"))
+        times = impressions.column("timestamp").to_numpy().astype(np.int64)
+        order = np.lexsort((times, rows))
+        self.log_items_, self.log_times_ = items[order], times[order]
+        self.log_offsets_ = np.searchsorted(rows[order], np.arange(len(self.impression_users_) + 1)).astype(np.int64)
+
+    def fit_normalizer(self, raw: np.ndarray) -> RankingFeaturizer:
+        """raw [N, F] continuous features of the training impressions."""
+        self.normalizer_ = QuantileNormalizer(min(self.num_quantiles, max(len(raw) - 1, 1))).fit(raw)
+        return self
+
+    @property
+    def num_continuous(self) -> int:
+        """Width of the normalised continuous block fed to the model, binary features included."""
+        return len(CONTINUOUS_FEATURES) * (3 if self.use_powers else 1) + len(BINARY_FEATURES)
+
+    def normalize(self, raw: np.ndarray, binary: np.ndarray) -> np.ndarray:
+        """raw [N, F], binary [N, Fb] -> float32 [N, 3F + Fb] (or [N, F + Fb] without powers)."""
+        cdf = self.normalizer_.transform_with_powers(raw) if self.use_powers else self.normalizer_.transform(raw)
+        return np.concatenate([cdf.reshape(len(raw), -1), binary], axis=1).astype(np.float32)
+
+    # ---- id maps between the generator and the ranker ------------------------------------------
+
+    def _map(self, source: Vocabulary, target: Vocabulary) -> np.ndarray:
+        """[len(source)] target id of every source id, 0 -> 0 (cached per pair of vocabularies:
+        serving looks these up on every request)."""
+        key = (id(source), id(target))
+        cached = self._maps.get(key)
+        if cached is None or cached[0] is not source or cached[1] is not target:
+            tokens = pa.array(source.tokens_, type=pa.int64() if source.token_type_ == "int" else pa.string())
+            cached = (source, target, np.concatenate([[0], target.encode(tokens)]).astype(np.int64))
+            self._maps[key] = cached
+        return cached[2]
+
+    def item_map(self, generator) -> np.ndarray:
+        """[V_gen] ranker id of every generator item id."""
+        return self._map(generator.featurizer_.items_, self.items_)
+
+    def impression_rows(self, generator, users: np.ndarray) -> np.ndarray:
+        """Generator user rows [Q] -> rows of the impression log [Q] (0 = no impressions)."""
+        return self._map(generator.featurizer_.users_, self.impression_users_)[users]
+
+    def tables(self, generator, streams: EventStreams) -> FeatureTables:
+        f = self.item_features_
+        return FeatureTables(
+            history=self.item_map(generator)[streams.watch_items], watch_offsets=streams.watch_offsets,
+            user_categorical=streams.user_categorical, user_continuous=streams.user_continuous,
+            item_categorical=f.categorical_ids_, category_ids=f.category_ids_, category_offsets=f.category_offsets_,
+        )
+
+    def check_generator(self, generator) -> None:
+        """Raise unless ``generator`` encodes user features as the one the ranker was fitted with."""
+        if _canonical(generator.featurizer_.user_features_.to_dict()) != self.user_features_:
+            raise ValueError("this candidate generator encodes user features differently from the one "
+                             "the ranker was trained with; retrain the ranker for it")
+
+    # ---- raw features ---------------------------------------------------------------------------
+
+    def raw_features(
+        self, generator, streams: EventStreams, q: Queries, score: np.ndarray, rank: np.ndarray,
+        impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous [Q, F] float64 (order of CONTINUOUS_FEATURES) and binary [Q, Fb] features.
+
+        score, rank [Q]: the generator's view of each row. ``impressions``: extra logged
+        impressions (log rows [I], ranker items [I], times [I]) counted with the stored log.
+        """
+        t = q.times.astype(np.float64)
+        watches = self._watch_counts(generator, streams, q)
+        churn, _ = earlier_events(*self._impression_events(q, impressions), q.imp_rows * self._v + q.items, q.times)
+        churn[(q.imp_rows == 0) | (q.items == 0)] = 0
+        upload = self.item_features_.upload_time_[q.items]
+        duration = self.item_features_.duration_[q.items]
+        raw = np.stack([
+            score, rank, _since(t, watches["last"]), watches["count"], churn,
+            np.maximum(_since(t, upload), 0.0), watches["channel_count"], _since(t, watches["channel_last"]),
+            watches["item_count"], np.nan_to_num(duration, nan=0.0),
+            watches["category_share"], _since(t, watches["category_last"]),
+        ], axis=1).astype(np.float64)
+        return raw, self._same_language(generator, streams, q)[:, None]
+
+    @property
+    def _v(self) -> int:
+        return len(self.items_)
+
+    def _watch_counts(self, generator, streams: EventStreams, q: Queries) -> dict[str, np.ndarray]:
+        """Counts and last times of the user's earlier watches: any, of the item's channel, of the item."""
+        positions, rows = user_events(streams.watch_offsets, q.users)  # [E]
+        times = streams.watch_times[positions]
+        items = self.item_map(generator)[streams.watch_items[positions]]
+        count, last = earlier_events(rows, times, q.users, q.times)
+        out = {"count": count, "last": last}
+        column = self.item_features_.column_index("channel")
+        if column is None:
+            out["channel_count"], out["channel_last"] = np.zeros(len(q.users)), np.full(len(q.users), np.nan)
+        else:
+            channel = self.item_features_.categorical_ids_[:, column]
+            width = int(channel.max(initial=0)) + 1
+            c_count, c_last = earlier_events(rows * width + channel[items], times,
+                                             q.users * width + channel[q.items], q.times)
+            unknown = channel[q.items] == 0
+            c_count[unknown], c_last[unknown] = 0, np.nan
+            out["channel_count"], out["channel_last"] = c_count, c_last
+        i_count, _ = earlier_events(rows * self._v + items, times, q.users * self._v + q.items, q.times)
+        i_count[q.items == 0] = 0
+        out["item_count"] = i_count
+        out["category_share"], out["category_last"] = self._category_counts(rows, times, items, q, count)
+        return out
+
+    def _category_counts(self, rows, times, items, q: Queries, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query [Q]: the mean over the item's categories of the share of the user's earlier
+        watches in that category, and the last time the user watched any of them (NaN: never).
+        ("When the user last watched on this topic", §4.1.) rows, times, items: [E] watches."""
+        f = self.item_features_
+        width = f.num_categories
+        offsets = f.category_offsets_
+        e_cats, e_start = windows(f.category_ids_, offsets[items], offsets[items + 1], None)
+        e_of = np.repeat(np.arange(len(items)), np.diff(np.append(e_start, len(e_cats))))  # [E'] event
+        q_cats, q_start = windows(f.category_ids_, offsets[q.items], offsets[q.items + 1], None)
+        q_len = np.diff(np.append(q_start, len(q_cats)))
+        q_of = np.repeat(np.arange(len(q.items)), q_len)  # [Q'] query of each (query, category)
+        c_count, c_last = earlier_events(rows[e_of] * width + e_cats, times[e_of],
+                                         q.users[q_of] * width + q_cats, q.times[q_of])
+        total = np.bincount(q_of, c_count, minlength=len(q.items))
+        share = total / np.maximum(q_len * count, 1)
+        last = np.full(len(q.items), -np.inf)
+        np.fmax.at(last, q_of, c_last)  # fmax skips NaN: categories never watched
+        return share, np.where(np.isneginf(last), np.nan, last)
+
+    def _impression_events(self, q: Queries, extra) -> tuple[np.ndarray, np.ndarray]:
+        logged = q.imp_rows[q.imp_rows < len(self.log_offsets_) - 1]  # rows past the log: extra only
+        positions, rows = user_events(self.log_offsets_, logged)
+        keys, times = rows * self._v + self.log_items_[positions], self.log_times_[positions]
+        if extra is not None:
+            keys = np.concatenate([keys, extra[0] * self._v + extra[1]])
+            times = np.concatenate([times, extra[2]])
+        return keys, times
+
+    def _same_language(self, generator, streams: EventStreams, q: Queries) -> np.ndarray:
+        """1 where the user's language (a user feature) is the item's language, else 0. [Q]"""
+        user_vocabs = generator.featurizer_.user_features_.categorical_
+        item_column = self.item_features_.column_index("language")
+        if "language" not in user_vocabs or item_column is None:
+            return np.zeros(len(q.users), np.float32)
+        user_column = list(user_vocabs).index("language")
+        to_item = self._map(user_vocabs["language"], self.item_features_.categorical_["language"])
+        user_language = to_item[streams.user_categorical[q.users, user_column]]
+        item_language = self.item_features_.categorical_ids_[q.items, item_column]
+        return ((user_language == item_language) & (item_language > 0)).astype(np.float32)
+
+    # ---- persistence (JSON and .npz, never pickled) ---------------------------------------------
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"format": _FORMAT, "max_items": self.max_items, "use_powers": self.use_powers,
+                "num_quantiles": self.num_quantiles, "user_features": self.user_features_}
+        (directory / "ranking_features.json").write_text(json.dumps(meta))
+        self.items_.to_json(directory / "items.json")
+        self.impression_users_.to_json(directory / "impression_users.json")
+        self.normalizer_.to_json(directory / "quantiles.json")
+        self.item_features_.save(directory)
+        np.savez(directory / "impression_log.npz", items=self.log_items_, times=self.log_times_,
+                 offsets=self.log_offsets_)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RankingFeaturizer:
+        directory = Path(directory)
+        meta = json.loads((directory / "ranking_features.json").read_text())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"not a ranking featurizer: format {meta.get('format')!r}")
+        f = cls(meta["max_items"], meta["use_powers"], meta["num_quantiles"])
+        f.user_features_ = meta["user_features"]
+        f.items_ = Vocabulary.from_json(directory / "items.json")
+        f.impression_users_ = Vocabulary.from_json(directory / "impression_users.json")
+        f.normalizer_ = QuantileNormalizer.from_json(directory / "quantiles.json")
+        f.item_features_ = ItemFeatureEncoder.load(directory)
+        with np.load(directory / "impression_log.npz", allow_pickle=False) as arrays:
+            f.log_items_, f.log_times_, f.log_offsets_ = arrays["items"], arrays["times"], arrays["offsets"]
+        return f
+
+
+def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """Seconds from ``then`` to ``t``; NEVER_S where ``then`` is unknown (NaN)."""
+    return np.where(np.isnan(then), NEVER_S, t - np.nan_to_num(then, nan=0.0))
+
+
+def _canonical(document: dict) -> dict:
+    """The document as it reads back from JSON (lists, not tuples), so saved and live ones compare."""
+    return json.loads(json.dumps(document))

@@ -1,0 +1,249 @@
+"""The two-stage recommender (paper fig. 2): retrieve hundreds of candidates, rank them, serve top k.
+
+    rec = Recommender(generator, ranker, num_candidates=500)
+    rec.recommend("u1", k=10)            # Recommendation: item ids, scores, stage of each item
+    rec.save("model"); Recommender.load("model")
+
+A model directory holds both stages and nothing executable:
+
+    config.json        {"kind": "ytdnn.recommender", "num_candidates": 500, ...}
+    candidates/        the candidate generator's model directory (ytdnn.candidates)
+    ranker/            the ranker's model directory (ytdnn.ranker), when there is one
+
+``load`` also accepts a candidate generator's own directory, with the ranker (if any) in its
+``ranker/`` subfolder: that is what ``ytdnn train ranker --model DIR`` writes next to an existing
+candidates model, so a trained generator never has to be moved.
+
+Scores: with a ranker, an item's score is the ranker's expected watch time exp(logit) and its
+stage is "ranker"; without one, the score is the generator's logit and the stage "candidates".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.ranking import Ranker
+
+FORMAT_VERSION = 1
+KIND = "ytdnn.recommender"
+
+
+@dataclass
+class Recommendation:
+    """Top k for one user. item_ids [k] original ids; scores [k]; stages [k] ("ranker" or
+    "candidates"); candidate_scores [k] generator logits; candidate_ranks [k] 1-based positions
+    in the retrieved list."""
+
+    user: Any
+    item_ids: np.ndarray
+    scores: np.ndarray
+    stages: np.ndarray
+    candidate_scores: np.ndarray
+    candidate_ranks: np.ndarray
+
+
+class Recommender:
+    """Holds a fitted CandidateGenerator and, optionally, a fitted Ranker."""
+
+    def __init__(self, candidates: CandidateGenerator, ranker: Ranker | None = None, num_candidates: int = 500):
+        if not isinstance(num_candidates, int) or num_candidates < 1:
+            raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+        if ranker is not None:
+            ranker.featurizer_.check_generator(candidates)
+        self.candidates, self.ranker, self.num_candidates = candidates, ranker, num_candidates
+        self.timings_: dict[str, float] = {}  # seconds per stage of the last call
+        self._item_matrix: tuple[np.ndarray, np.ndarray] | None = None
+
+    def recommend(self, user: Any, k: int = 10, now: int | None = None) -> Recommendation:
+        """Top k for one user id (unknown users are served as cold start)."""
+        return self.recommend_batch([user], k, now)[0]
+
+    def recommend_batch(self, users: Any, k: int = 10, now: Any = None) -> list[Recommendation]:
+        """Top k for each of B user ids. now: seconds (data time) of the request, one for all or
+        one per user [B]; default just after the last training watch. Items the user already
+        watched are never served."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        users = list(users)
+        gen, timings = self.candidates, {}
+        now = gen.featurizer_.window_end_ + 1 if now is None else np.asarray(now, np.int64)
+        if np.ndim(now) not in (0, 1) or (np.ndim(now) == 1 and len(now) != len(users)):
+            raise ValueError(f"now must be one time or one per user ({len(users)}), got shape {np.shape(now)}")
+        rows, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings)
+        if self.ranker is not None:
+            final = self.ranker.rank_candidates(gen, gen.streams_, rows, candidates, scores, ranks, now, timings)
+            stage = "ranker"
+        else:
+            final, stage = np.where(candidates > 0, scores, -np.inf), "candidates"
+        start = time.perf_counter()
+        order = np.argsort(-final, axis=1, kind="stable")[:, :k]  # ties keep the retrieval order
+        id_type = np.int64 if gen.featurizer_.items_.token_type_ == "int" else object
+        out = []
+        for b, user in enumerate(users):
+            top = order[b][np.isfinite(final[b, order[b]])]
+            ids = gen.featurizer_.items_.decode(candidates[b, top])
+            out.append(Recommendation(
+                user=user, item_ids=np.array(ids, dtype=id_type),
+                scores=final[b, top], stages=np.full(len(top), stage), candidate_scores=scores[b, top],
+                candidate_ranks=top + 1))
+        timings["select"] = time.perf_counter() - start
+        self.timings_ = timings
+        return out
+
+    def _retrieve(self, users: list, n: int, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """-> user rows [B], candidates [B, n] generator ids (0 = empty), scores [B, n] logits,
+        corpus ranks [B, n] (retrieved position + watched items scoring above: what a full-corpus
+        rank, the ranker's training feature, is for an exact index)."""
+        gen = self.candidates
+        start = time.perf_counter()
+        rows = gen.user_rows(users)
+        vectors = gen.user_vectors(rows)  # [B, d]
+        timings["user_tower"] = time.perf_counter() - start
+        start = time.perf_counter()
+        watched = [gen.watched(r) for r in rows]
+        if getattr(gen, "index_", None) is None:
+            gen.build_index()
+        queries = vectors
+        if gen.model_.item_bias is not None:  # the bias rides as one more index dimension
+            queries = np.concatenate([vectors, np.ones((len(vectors), 1), np.float32)], axis=1)
+        scores, candidates = gen.index_.search(queries, n, exclude=watched)  # vocabulary ids, -1 = none
+        timings["search"] = time.perf_counter() - start
+        start = time.perf_counter()
+        candidates = np.maximum(candidates, 0)  # 0 = empty slot from here on
+        scores = np.where(candidates > 0, scores, -np.inf).astype(np.float64)
+        ranks = np.arange(1, n + 1, dtype=np.float64)[None, :] + self._watched_above(vectors, watched, scores)
+        timings["candidate_ranks"] = time.perf_counter() - start
+        return rows, candidates, scores, ranks
+
+    def _watched_above(self, vectors: np.ndarray, watched: list[np.ndarray], scores: np.ndarray) -> np.ndarray:
+        """[B, n] how many of each user's watched items score above each candidate."""
+        items, bias = self._items()
+        lengths = np.array([len(w) for w in watched])
+        flat = np.concatenate(watched) if len(watched) else np.zeros(0, np.int64)
+        row = np.repeat(np.arange(len(watched)), lengths)
+        w_scores = (items[flat] * vectors[row]).sum(axis=1) + bias[flat]  # [Wt]
+        values, code = np.unique(np.concatenate([w_scores, scores.ravel()]), return_inverse=True)
+        span = len(values) + 1
+        events = np.sort(row * span + code[: len(flat)])
+        c_row = np.repeat(np.arange(len(watched)), scores.shape[1])
+        c_code = c_row * span + code[len(flat) :]
+        end_of_row = np.searchsorted(events, (c_row + 1) * span, side="left")
+        above = end_of_row - np.searchsorted(events, c_code, side="right")
+        return above.reshape(scores.shape)
+
+    def _items(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._item_matrix is None:
+            model = self.candidates.model_
+            with torch.no_grad():
+                bias = model.item_biases()
+                items = model.item_vectors().detach().numpy()
+                bias = np.zeros(len(items), np.float32) if bias is None else bias.detach().numpy()
+            self._item_matrix = (items, bias)
+        return self._item_matrix
+
+    # ---- model directory --------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.candidates.save(directory / "candidates")
+        if self.ranker is not None:
+            self.ranker.save(directory / "ranker")
+        config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_candidates": self.num_candidates,
+                  "candidates": "candidates", "ranker": "ranker" if self.ranker is not None else None}
+        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, num_candidates: int | None = None) -> Recommender:
+        """A two-stage directory, or a candidates directory (with an optional ranker/ inside)."""
+        directory = Path(directory)
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(f"{directory} is not a ytdnn model directory (no config.json)")
+        config = json.loads((directory / "config.json").read_text())
+        if config.get("kind") == KIND:
+            if config.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"model directory format {config.get('format_version')} is not {FORMAT_VERSION}")
+            generator = CandidateGenerator.load(directory / config["candidates"])
+            ranker = Ranker.load(directory / config["ranker"]) if config.get("ranker") else None
+            n = config["num_candidates"]
+        else:  # a candidate generator's own directory
+            generator = CandidateGenerator.load(directory)
+            ranker = Ranker.load(directory / "ranker") if (directory / "ranker" / "config.json").exists() else None
+            n = 500
+        return cls(generator, ranker, num_candidates if num_candidates is not None else n)
+
+
+# ---- training both stages (what the `ytdnn train ranker` / `train all` commands call) ----------
+
+
+def ranker_configs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Flat {setting: value} -> {"model": RankerConfig, "train": TrainConfig, "impressions":
+    ImpressionConfig}, each setting going to the config that owns it (ranker first)."""
+    from ytdnn.models.ranker import RankerConfig
+    from ytdnn.samples.impressions import ImpressionConfig
+    from ytdnn.train.config import TrainConfig
+
+    owners = {"model": RankerConfig, "train": TrainConfig, "impressions": ImpressionConfig}
+    values: dict[str, dict] = {key: {} for key in owners}
+    for name, value in (overrides or {}).items():
+        key = next((k for k, cls in owners.items() if name in cls.__dataclass_fields__), None)
+        if key is None:
+            raise ValueError(f"unknown setting {name!r}")
+        values[key][name] = tuple(value) if isinstance(value, list) else value
+    return {key: cls.from_dict(values[key]) for key, cls in owners.items()}
+
+
+def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] | None = None,
+               out_dir: str | Path | None = None) -> Ranker:
+    """A Ranker for ``generator`` on the dataset's impressions, or, for logs without impressions,
+    on pages built from the generator's own top N (``samples.impressions``)."""
+    from ytdnn.samples.impressions import impressions_from_candidates
+
+    configs = configs or ranker_configs()
+    impressions, logged = dataset.impressions, True
+    if impressions is None or len(impressions) == 0:
+        impressions, logged = impressions_from_candidates(
+            generator, dataset.watches, configs["impressions"], dataset.searches, dataset.users), False
+    return Ranker(configs["model"], configs["train"]).fit(
+        generator, impressions, items=dataset.items, out_dir=out_dir, log_impressions=logged)
+
+
+def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
+                 configs: dict[str, Any] | None = None) -> Recommender:
+    """Train a ranker for the candidate generator of ``model_dir`` and write it: into ``out`` as a
+    two-stage directory when given, else next to the generator in ``model_dir`` (ranker/)."""
+    model_dir = Path(model_dir)
+    rec = Recommender.load(model_dir)
+    ranker = fit_ranker(rec.candidates, dataset, configs)
+    rec = Recommender(rec.candidates, ranker, rec.num_candidates)
+    if out is not None and Path(out).resolve() != model_dir.resolve():
+        rec.save(out)
+        return rec
+    ranker.save(model_dir / "ranker")
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("kind") == KIND and config.get("ranker") != "ranker":  # a two-stage directory
+        config["ranker"] = "ranker"
+        (model_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return rec
+
+
+def train_all(dataset, out: str | Path, candidate_configs: dict[str, Any] | None = None,
+              configs: dict[str, Any] | None = None, num_candidates: int = 500, index: str = "auto") -> Recommender:
+    """Both stages on one dataset, written to ``out`` as one two-stage model directory."""
+    out = Path(out)
+    generator = CandidateGenerator(**(candidate_configs or {})).fit(
+        dataset.watches, dataset.searches, dataset.users, items=dataset.items)
+    generator.build_index(index)
+    ranker = fit_ranker(generator, dataset, configs)
+    rec = Recommender(generator, ranker, num_candidates)
+    rec.save(out)
+    return rec
