@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "index": _lazy("index_speed", "bench_run"),
     "speed": _lazy("speed"),
     "paper": _lazy("paper"),
+    "ranking": _lazy("ranking"),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
