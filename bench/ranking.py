@@ -12,8 +12,9 @@
 
 ml-100k choices, made on the validation stage (fit on train, targets = valid; NDCG@10 of the
 retrieval-only order: 0.0732): the ranker learns on pages built by a generator trained without
-each user's last 10 watches (stacking; NDCG@10 0.0602 with tower 256, vs 0.0529 on the test stage
-without stacking), built impressions do not feed the churn feature (0.0689; the overlapping pages
+each user's last 10 watches (stacking: NDCG@10 0.0602 with tower 256; a first run without
+stacking was made on the test stage, before choices moved to validation: 0.0529 against
+retrieval's 0.0576 there), built impressions do not feed the churn feature (0.0689; the overlapping pages
 made "shown before" a proxy for the label), keeping each page's top 50 whole as hard negatives
 biases the rank feature (0.0294), and regularising helps: one epoch 0.0705, dropout 0.5 for three
 epochs 0.0705 with HR@100 0.6055 (retrieval 0.597), which is the setting used.
