@@ -20,6 +20,7 @@ import time
 
 from bench.baselines import movielens_splits
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.config import route_overrides
 from ytdnn.eval.metrics import evaluate
 from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split
 from ytdnn.eval.report import Record
@@ -60,13 +61,8 @@ ABLATIONS: dict[str, dict] = {
 
 
 def configs(dataset: str, overrides: dict) -> tuple[CandidateConfig, ExampleConfig, TrainConfig]:
-    tuned = {part: dict(values) for part, values in TUNED[dataset].items()}
-    for key, value in overrides.items():
-        part = next((p for p, cls in (("model", CandidateConfig), ("examples", ExampleConfig), ("train", TrainConfig))
-                     if key in cls.__dataclass_fields__), None)
-        if part is None:
-            raise ValueError(f"unknown setting {key!r}")
-        tuned[part][key] = tuple(value) if isinstance(value, list) else value
+    routed = route_overrides({"model": CandidateConfig, "examples": ExampleConfig, "train": TrainConfig}, overrides)
+    tuned = {part: {**values, **routed[part]} for part, values in TUNED[dataset].items()}
     if tuned["model"].get("tied_item_embeddings"):
         tuned["model"]["output_dim"] = tuned["model"]["embedding_dim"]
     monitor = REPORTED[P_TEMPORAL if dataset == "ml-100k" else P_RANDOM][2]

@@ -22,6 +22,7 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_model, save_model
 
+from ytdnn.config import route_overrides
 from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
@@ -327,14 +328,12 @@ _SECTIONS = {"candidate": ("model", CandidateConfig), "examples": ("examples", E
 def split_overrides(configs: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Apply flat ``{setting: value}`` overrides to whichever config owns each setting."""
     configs = dict(configs)
-    for name, value in overrides.items():
-        owners = [(key, cls) for key, cls in _SECTIONS.values() if name in cls.__dataclass_fields__]
-        if name in ("max_items", "max_tokens"):
-            configs[name] = value
-            continue
-        if not owners:
-            raise ValueError(f"unknown setting {name!r}")
-        key, cls = owners[0]
-        value = tuple(value) if isinstance(value, list) else value
-        configs[key] = configs.get(key, cls()).replace(**{name: value})
+    overrides = dict(overrides)
+    for name in ("max_items", "max_tokens"):
+        if name in overrides:
+            configs[name] = overrides.pop(name)
+    routed = route_overrides({key: cls for key, cls in _SECTIONS.values()}, overrides)
+    for key, cls in _SECTIONS.values():
+        if routed[key]:
+            configs[key] = configs.get(key, cls()).replace(**routed[key])
     return configs

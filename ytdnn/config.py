@@ -54,3 +54,16 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> typing.Self:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def route_overrides(owners: dict[str, type[Config]], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat ``{setting: value}`` -> ``{owner key: {setting: value}}``, each setting going to the
+    first config class in ``owners`` that has it; JSON lists become tuples. Unknown -> ValueError.
+    """
+    routed: dict[str, dict[str, Any]] = {key: {} for key in owners}
+    for name, value in overrides.items():
+        key = next((k for k, cls in owners.items() if name in cls.__dataclass_fields__), None)
+        if key is None:
+            raise ValueError(f"unknown setting {name!r}")
+        routed[key][name] = tuple(value) if isinstance(value, list) else value
+    return routed

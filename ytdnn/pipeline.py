@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.config import route_overrides
 from ytdnn.ranking import Ranker
 
 FORMAT_VERSION = 1
@@ -193,12 +194,7 @@ def ranker_configs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from ytdnn.train.config import TrainConfig
 
     owners = {"model": RankerConfig, "train": TrainConfig, "impressions": ImpressionConfig}
-    values: dict[str, dict] = {key: {} for key in owners}
-    for name, value in (overrides or {}).items():
-        key = next((k for k, cls in owners.items() if name in cls.__dataclass_fields__), None)
-        if key is None:
-            raise ValueError(f"unknown setting {name!r}")
-        values[key][name] = tuple(value) if isinstance(value, list) else value
+    values = route_overrides(owners, overrides or {})
     return {key: cls.from_dict(values[key]) for key, cls in owners.items()}
 
 
