@@ -110,11 +110,13 @@ class CandidateGenerator:
         return self.featurizer_.users_.encode(user_ids)
 
     @torch.no_grad()
-    def user_vectors(self, user_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """u for stream rows [B] at serving time (example age 0) -> float32 [B, d]."""
+    def user_vectors(self, user_rows: np.ndarray, batch_size: int = 4096, streams: EventStreams | None = None) -> np.ndarray:
+        """u for rows [B] of ``streams`` (default: the training streams) at serving time (example
+        age 0) -> float32 [B, d]."""
         self.model_.eval()
+        streams = self.streams_ if streams is None else streams
         out = [
-            self.model_.user_vector(serving_batch(self.streams_, self.example_cfg, user_rows[i : i + batch_size]))
+            self.model_.user_vector(serving_batch(streams, self.example_cfg, user_rows[i : i + batch_size]))
             for i in range(0, len(user_rows), batch_size)
         ]
         return torch.cat(out).numpy() if out else np.zeros((0, self.model_cfg.output_dim), np.float32)
@@ -178,16 +180,26 @@ class CandidateGenerator:
         queries = queries if queries is not None else [[] for _ in range(n)]
         if len(queries) != n or (users is not None and len(users) != n):
             raise ValueError("watched, queries and users must describe the same number of users")
-        streams = self._fresh_streams(watched, queries, users)
-        batch = serving_batch(streams, self.example_cfg, np.arange(n, dtype=np.int64))
-        self.model_.eval()
-        return self.model_.user_vector(batch).numpy()
+        return self.user_vectors(np.arange(n, dtype=np.int64), streams=self.fresh_streams(watched, queries, users))
 
-    def _fresh_streams(self, watched, queries, users: pa.Table | None) -> EventStreams:
+    def fresh_streams(
+        self,
+        watched: list[list[Any]],
+        queries: list[list[str]] | None = None,
+        users: pa.Table | None = None,
+        watch_times: list[list[int]] | None = None,
+        query_times: list[list[int]] | None = None,
+    ) -> EventStreams:
+        """Streams of B users from histories given now, row b = user b (no OOV row 0).
+
+        watched, queries, users as in ``vectors_for_histories``; watch_times, query_times: the
+        seconds of each event (the ranker's recency features need them), default 0.
+        """
         f = self.featurizer_
+        queries = queries if queries is not None else [[] for _ in watched]
         flat_items = [i for history in watched for i in history]
         items = f.items_.encode(pa.array(flat_items, type=_id_type(f.items_))) if flat_items else np.zeros(0, np.int64)
-        tokens = np.zeros(0, np.int64)
+        tokens, token_times = np.zeros(0, np.int64), np.zeros(0, np.int64)
         token_counts = np.zeros(len(queries), np.int64)
         flat_queries = [q for user_queries in queries for q in user_queries]
         if f.tokens_ is not None and flat_queries:
@@ -196,6 +208,9 @@ class CandidateGenerator:
             per_query = np.diff(lists.offsets.to_numpy())
             owner = np.repeat(np.arange(len(queries)), [len(q) for q in queries])
             token_counts = np.bincount(owner, weights=per_query, minlength=len(queries)).astype(np.int64)
+            token_times = np.zeros(len(tokens), np.int64)
+            if query_times is not None:
+                token_times = np.repeat(np.concatenate([np.asarray(t, np.int64) for t in query_times]), per_query)
         cat = np.zeros((len(watched), len(f.user_features_.categorical_)), np.int64)
         cont = np.zeros((len(watched), f.user_features_.num_continuous), np.float32)
         if users is not None:
@@ -204,10 +219,12 @@ class CandidateGenerator:
             given = [c for c in users.column_names if c != "user_id"]
             if given:  # features sent with the request win over stored ones
                 cat, cont = f.user_features_.transform(users)
+        times = np.zeros(len(items), np.int64)
+        if watch_times is not None and len(items):
+            times = np.concatenate([np.asarray(t, np.int64) for t in watch_times])
         return EventStreams(
-            watch_items=items, watch_times=np.zeros(len(items), np.int64),
-            watch_offsets=_offsets_of([len(h) for h in watched]),
-            tokens=tokens, token_times=np.zeros(len(tokens), np.int64), token_offsets=_offsets_of(token_counts),
+            watch_items=items, watch_times=times, watch_offsets=_offsets_of([len(h) for h in watched]),
+            tokens=tokens, token_times=token_times, token_offsets=_offsets_of(token_counts),
             user_categorical=cat, user_continuous=cont, ordered=True,
         )
 
@@ -243,8 +260,9 @@ class CandidateGenerator:
         """{item id: title} when the training data had an items table with titles."""
         return self.titles_
 
-    def watched(self, user_row: int) -> np.ndarray:
-        s = self.streams_
+    def watched(self, user_row: int, streams: EventStreams | None = None) -> np.ndarray:
+        """Distinct item ids in row ``user_row`` of ``streams`` (default: the training streams)."""
+        s = self.streams_ if streams is None else streams
         return np.unique(s.watch_items[s.watch_offsets[user_row] : s.watch_offsets[user_row + 1]])
 
     # ---- model directory --------------------------------------------------------------------

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ytdnn.candidates import CandidateGenerator
@@ -63,24 +65,41 @@ class Recommender:
         self.timings_: dict[str, float] = {}  # seconds per stage of the last call
         self._item_matrix: tuple[np.ndarray, np.ndarray] | None = None
 
-    def recommend(self, user: Any, k: int = 10, now: int | None = None) -> Recommendation:
-        """Top k for one user id (unknown users are served as cold start)."""
-        return self.recommend_batch([user], k, now)[0]
+    def recommend(self, user: Any, k: int = 10, now: int | None = None, history: Any = None,
+                  features: pa.Table | None = None) -> Recommendation:
+        """Top k for one user id (unknown users are served as cold start); see recommend_batch."""
+        return self.recommend_batch([user], k, now, None if history is None else [history], features)[0]
 
-    def recommend_batch(self, users: Any, k: int = 10, now: Any = None) -> list[Recommendation]:
-        """Top k for each of B user ids. now: seconds (data time) of the request, one for all or
-        one per user [B]; default just after the last training watch. Items the user already
-        watched are never served."""
+    def recommend_batch(self, users: Any, k: int = 10, now: Any = None, histories: Sequence[Any] | None = None,
+                        features: pa.Table | None = None) -> list[Recommendation]:
+        """Top k for each of B user ids. Items the user already watched are never served.
+
+        histories: None serves from the training log; else B histories read at request time
+        (``ytdnn.serve.events.History``: ``.watches`` with item_id/timestamp, ``.searches`` with
+        query/timestamp, oldest first), which replace the training log for those users.
+        features: a users table of B rows (user_id + feature columns) sent with the request; by
+        default known users keep their stored features and unknown ones have none.
+        now: seconds (data time) of the request, one for all or one per user [B]; default just
+        after the last training watch, or after the user's newest event when later.
+        """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         users = list(users)
         gen, timings = self.candidates, {}
-        now = gen.featurizer_.window_end_ + 1 if now is None else np.asarray(now, np.int64)
+        streams = None if histories is None else self._fresh_streams(users, histories, features)
+        if now is None:
+            now = gen.featurizer_.window_end_ + 1
+            if streams is not None:  # after each user's newest event (data time)
+                last = np.maximum.reduceat(np.r_[streams.watch_times, 0], streams.watch_offsets[:-1])
+                now = np.maximum(now, np.where(np.diff(streams.watch_offsets) > 0, last + 1, 0))
+        now = np.asarray(now, np.int64)
         if np.ndim(now) not in (0, 1) or (np.ndim(now) == 1 and len(now) != len(users)):
             raise ValueError(f"now must be one time or one per user ({len(users)}), got shape {np.shape(now)}")
-        rows, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings)
+        rows, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings, streams)
         if self.ranker is not None:
-            final = self.ranker.rank_candidates(gen, gen.streams_, rows, candidates, scores, ranks, now, timings)
+            known = None if streams is None else gen.user_rows(users)
+            final = self.ranker.rank_candidates(gen, gen.streams_ if streams is None else streams, rows,
+                                                candidates, scores, ranks, now, timings, known)
             stage = "ranker"
         else:
             final, stage = np.where(candidates > 0, scores, -np.inf), "candidates"
@@ -99,17 +118,28 @@ class Recommender:
         self.timings_ = timings
         return out
 
-    def _retrieve(self, users: list, n: int, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _fresh_streams(self, users: list, histories: Sequence[Any], features: pa.Table | None):
+        if len(histories) != len(users) or (features is not None and len(features) != len(users)):
+            raise ValueError(f"histories and features must have one entry per user ({len(users)})")
+        if features is None:
+            id_type = pa.int64() if self.candidates.featurizer_.users_.token_type_ == "int" else pa.string()
+            features = pa.table({"user_id": pa.array(users, id_type)})
+        return self.candidates.fresh_streams(
+            [[w.item_id for w in h.watches] for h in histories], [[s.query for s in h.searches] for h in histories],
+            features, [[w.timestamp for w in h.watches] for h in histories],
+            [[s.timestamp for s in h.searches] for h in histories])
+
+    def _retrieve(self, users: list, n: int, timings: dict, streams=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """-> user rows [B], candidates [B, n] generator ids (0 = empty), scores [B, n] logits,
         corpus ranks [B, n] (retrieved position + watched items scoring above: what a full-corpus
         rank, the ranker's training feature, is for an exact index)."""
         gen = self.candidates
         start = time.perf_counter()
-        rows = gen.user_rows(users)
-        vectors = gen.user_vectors(rows)  # [B, d]
+        rows = gen.user_rows(users) if streams is None else np.arange(len(users), dtype=np.int64)
+        vectors = gen.user_vectors(rows, streams=streams)  # [B, d]
         timings["user_tower"] = time.perf_counter() - start
         start = time.perf_counter()
-        watched = [gen.watched(r) for r in rows]
+        watched = [gen.watched(r, streams) for r in rows]
         if getattr(gen, "index_", None) is None:
             gen.build_index()
         queries = vectors

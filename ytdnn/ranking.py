@@ -184,12 +184,14 @@ class Ranker:
     @torch.no_grad()
     def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
                         scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
-                        timings: dict | None = None) -> np.ndarray:
+                        timings: dict | None = None, known_users: np.ndarray | None = None) -> np.ndarray:
         """Expected watch time exp(logit) of each candidate: float64 [B, N]; -inf where candidates == 0.
 
         user_rows [B] stream rows; candidates [B, N] generator item ids (0 = empty slot);
         scores, ranks [B, N] the generator's score and corpus rank; now: seconds, scalar or [B].
         timings: filled with the seconds of "ranker_features" and "ranker_model" when given.
+        known_users: [B] the generator's user rows (0 = unknown), which find each user's earlier
+        impressions, when ``streams`` are not the generator's own (fresh histories); default user_rows.
         """
         start = time.perf_counter()
         b, n = candidates.shape
@@ -201,7 +203,8 @@ class Ranker:
         q = Queries(users=users, gen_items=gen_items, items=self.featurizer_.item_map(generator)[gen_items],
                     times=times, watch_end=streams.watch_offsets[users + 1],
                     token_end=streams.token_offsets[users + 1],
-                    imp_rows=self.featurizer_.impression_rows(generator, users))
+                    imp_rows=self.featurizer_.impression_rows(
+                        generator, users if known_users is None else np.asarray(known_users, np.int64)[row]))
         raw, binary = self.featurizer_.raw_features(generator, streams, q, scores[valid], ranks[valid])
         batch = assemble_ranking_batch(
             self.featurizer_.tables(generator, streams), self.model_cfg.max_watch_history,

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 import torch
 
@@ -118,3 +119,45 @@ def test_a_ranker_trained_next_to_a_candidates_directory_is_loaded_with_it(tiny,
     assert list(loaded.recommend(USERS[0], k=3).stages) == ["ranker"] * 3
     with pytest.raises(ValueError, match="unknown setting"):
         ranker_configs({"towr": "256"})
+
+
+def _stored_history(d, user):
+    """The user's training events as a serving History, oldest first."""
+    from ytdnn.serve.events import History, Search, Watch
+
+    w = d.watches.filter(pc.equal(d.watches.column("user_id"), user)).sort_by("timestamp").to_pydict()
+    s = d.searches.filter(pc.equal(d.searches.column("user_id"), user)).sort_by("timestamp").to_pydict()
+    return History(user, [Watch(user, i, t) for i, t in zip(w["item_id"], w["timestamp"])],
+                   [Search(user, t, q) for t, q in zip(s["timestamp"], s["query"])])
+
+
+def test_a_fresh_history_equal_to_the_log_serves_the_same_items(rec, tiny):
+    d = tiny[0]
+    histories = [_stored_history(d, u) for u in USERS]
+    now = rec.candidates.featurizer_.window_end_ + 1
+    stored = rec.recommend_batch(USERS, k=10, now=now)
+    fresh = rec.recommend_batch(USERS, k=10, now=now, histories=histories)
+    for a, b in zip(stored, fresh):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4)
+
+
+def test_a_new_watch_changes_the_next_recommendation_and_is_never_served(rec, tiny):
+    from ytdnn.serve.events import Watch
+
+    d = tiny[0]
+    history = _stored_history(d, USERS[0])
+    before = rec.recommend(USERS[0], k=10, history=history)
+    top = before.item_ids[0]
+    history.watches.append(Watch(USERS[0], top, int(history.watches[-1].timestamp) + 60))
+    after = rec.recommend(USERS[0], k=10, history=history)
+    assert top not in after.item_ids.tolist()
+    common = sorted(set(before.item_ids.tolist()) & set(after.item_ids.tolist()))
+    score_before = dict(zip(before.item_ids.tolist(), before.scores))
+    score_after = dict(zip(after.item_ids.tolist(), after.scores))
+    assert common and not np.allclose([score_before[i] for i in common], [score_after[i] for i in common])
+
+
+def test_fresh_histories_must_match_the_users(rec):
+    with pytest.raises(ValueError, match="one entry per user"):
+        rec.recommend_batch(USERS, k=5, histories=[])
