@@ -37,7 +37,7 @@ import torch
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.data.synthetic import WorldConfig, generate
-from ytdnn.eval.metrics import evaluate, weighted_per_user_loss
+from ytdnn.eval.metrics import evaluate, scorer_from_lists, weighted_per_user_loss
 from ytdnn.eval.protocols import GLOBAL_TIME, P_TEMPORAL, Split, global_time_split
 from ytdnn.eval.report import Record
 from ytdnn.models.candidate import CandidateConfig
@@ -77,22 +77,6 @@ def _before(table: pa.Table | None, cut: int, after: bool = False) -> pa.Table |
 # ---- lists -> metrics ------------------------------------------------------------------------------
 
 
-def _list_scorer(split: Split, users_idx: np.ndarray, lists: list[np.ndarray]):
-    """A score_fn for ``evaluate`` that reproduces given ranked lists (original item ids)."""
-    position = {u: i for i, u in enumerate(users_idx.tolist())}
-    item_ids = split.item_ids.to_numpy(zero_copy_only=False)
-    columns = [np.searchsorted(item_ids, np.asarray(items, dtype=item_ids.dtype)) for items in lists]
-
-    def score(batch: np.ndarray) -> torch.Tensor:
-        out = torch.full((len(batch), split.num_items), float("-inf"))
-        for b, u in enumerate(batch.tolist()):
-            cols = columns[position[u]]
-            out[b, torch.from_numpy(cols)] = torch.arange(len(cols), 0, -1, dtype=torch.float32)
-        return out
-
-    return score
-
-
 def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, world=None) -> dict[str, dict]:
     """Two-stage and retrieval-only figures of the same candidates for the stage's users.
 
@@ -111,14 +95,15 @@ def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, w
         times = np.full(len(users_idx), now)
     out = {}
     alone = Recommender(rec.candidates, None, rec.num_candidates)  # the same candidates, generator order
-    for name, recommender in (("ytdnn-two-stage", rec), ("ytdnn-retrieval-only", alone)):
+    orders = {"ytdnn-two-stage": rec.top_items, "ytdnn-retrieval-only": alone.top_items}
+    if world is not None:
+        orders.update({f"truth-{score}-order": _truth_order(world, alone, score) for score in TRUTH_ORDERS})
+    for name, top_items in orders.items():
         start = time.perf_counter()
-        lists = []
-        for a in range(0, len(user_ids), 256):
-            lists += [r.item_ids for r in recommender.recommend_batch(user_ids[a : a + 256], k=max(KS),
-                                                                       now=times[a : a + 256])]
+        lists = top_items(user_ids, max(KS), now=times)
         seconds = time.perf_counter() - start
-        figures = evaluate(_list_scorer(split, users_idx, lists), stage, ks=KS, metrics=("HR", "NDCG"))
+        scorer = scorer_from_lists(split.item_ids.to_numpy(zero_copy_only=False), users_idx, lists)
+        figures = evaluate(scorer, stage, ks=KS, metrics=("HR", "NDCG"))
         metrics = {m: round(figures[m], 4) for m in ("HR@10", "NDCG@10", "HR@100")}
         if world is not None:
             ewt = [world.expected_watch_time(int(u), np.asarray(items[:10], np.int64), now).mean()
@@ -127,6 +112,21 @@ def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, w
         out[name] = {"metrics": metrics, "seconds": round(seconds, 1)}
         print(f"   {name}: {metrics} ({seconds:.0f} s)", flush=True)
     return out
+
+
+# The same candidates ordered by the world's ground truth: what the best possible ranker of each
+# objective would score on the logged test watches. "affinity" is the propensity that draws
+# organic watches; "expected_watch_time" is what the weighted ranker estimates (paper §4.2).
+TRUTH_ORDERS = ("affinity", "click_probability", "expected_watch_time")
+
+
+def _truth_order(world, alone: Recommender, score: str):
+    def top_items(user_ids, k: int, now) -> list[np.ndarray]:
+        lists = alone.top_items(user_ids, alone.num_candidates, now=now)
+        truth = [getattr(world, score)(int(u), np.asarray(c, np.int64), t) for u, c, t in zip(user_ids, lists, now)]
+        return [c[np.argsort(-v, kind="stable")][:k] for c, v in zip(lists, truth)]
+
+    return top_items
 
 
 # ---- synthetic world: table 1 and the comparison ---------------------------------------------------

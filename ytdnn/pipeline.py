@@ -118,6 +118,15 @@ class Recommender:
         self.timings_ = timings
         return out
 
+    def top_items(self, users: Sequence[Any], k: int, now: Any = None, batch_size: int = 256) -> list[np.ndarray]:
+        """The top k item ids of each of B users (an evaluation's lists), ``batch_size`` at a time;
+        now: one time, or one per user [B]."""
+        users, out = list(users), []
+        for a in range(0, len(users), batch_size):
+            when = now if now is None or np.ndim(now) == 0 else np.asarray(now)[a : a + batch_size]
+            out += [r.item_ids for r in self.recommend_batch(users[a : a + batch_size], k, now=when)]
+        return out
+
     def _fresh_streams(self, users: list, histories: Sequence[Any], features: pa.Table | None):
         if len(histories) != len(users) or (features is not None and len(features) != len(users)):
             raise ValueError(f"histories and features must have one entry per user ({len(users)})")

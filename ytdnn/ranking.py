@@ -27,6 +27,7 @@ from ytdnn.data.schema import DataError
 from ytdnn.features.ranking import Queries, RankingFeaturizer
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.samples.ranking import (
+    CONTINUOUS_FEATURES,
     RankingExamples,
     assemble_ranking_batch,
     candidate_features,
@@ -38,6 +39,7 @@ from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 1
 KIND = "ytdnn.ranker"
+SCORE = CONTINUOUS_FEATURES.index("candidate_score")  # the raw column that feeds the score skip
 
 
 class Ranker:
@@ -68,6 +70,7 @@ class Ranker:
         self.featurizer_ = RankingFeaturizer(cfg.max_items, cfg.use_powers, cfg.num_quantiles).fit(
             item_ids, impressions if log_impressions else impressions.slice(0, 0), items,
             generator.featurizer_.user_features_.to_dict())
+        self.featurizer_.set_watch_log(self.featurizer_.item_map(generator)[streams.watch_items], streams.watch_times)
         queries = self._queries(generator, streams, impressions)
         raw, binary = self._raw(generator, streams, queries, None)
         self.featurizer_.fit_normalizer(raw)
@@ -134,7 +137,7 @@ class Ranker:
             tables=self.featurizer_.tables(generator, streams), max_history=self.model_cfg.max_watch_history,
             users=q.users, items=q.items, watch_end=q.watch_end,
             continuous=self.featurizer_.normalize(raw, binary), labels=clicked,
-            weights=weights.astype(np.float32), pages=pages.astype(np.int64),
+            weights=weights.astype(np.float32), pages=pages.astype(np.int64), prior=raw[:, SCORE],
         )
 
     def impression_examples(self, generator, impressions: pa.Table, watches=None, searches=None,
@@ -208,7 +211,8 @@ class Ranker:
         raw, binary = self.featurizer_.raw_features(generator, streams, q, scores[valid], ranks[valid])
         batch = assemble_ranking_batch(
             self.featurizer_.tables(generator, streams), self.model_cfg.max_watch_history,
-            q.users, q.items, q.watch_end, self.featurizer_.normalize(raw, binary), share_contexts=True)
+            q.users, q.items, q.watch_end, self.featurizer_.normalize(raw, binary), share_contexts=True,
+            prior=raw[:, SCORE])
         middle = time.perf_counter()
         self.model_.eval()
         out = np.full((b, n), -np.inf)

@@ -127,3 +127,14 @@ def test_evaluate_rejects_unknown_metrics_and_wrong_shapes():
         evaluate(lambda u: torch.zeros(len(u), 4), stage, metrics=("AUC",))
     with pytest.raises(ValueError, match="expected"):
         evaluate(lambda u: torch.zeros(len(u), 3), stage)
+
+
+def test_scorer_from_lists_reproduces_the_lists_and_drops_unknown_items():
+    from ytdnn.eval.metrics import scorer_from_lists
+
+    catalogue = np.array([10, 20, 30, 40])
+    score = scorer_from_lists(catalogue, np.array([5, 2]), [np.array([30, 99, 10]), np.array([40])])
+    out = score(np.array([2, 5]))
+    assert out.shape == (2, 4)
+    np.testing.assert_array_equal(top_k(out, 2).numpy(), [[3, -1], [2, 0]])
+    assert torch.isinf(out[1, 1]) and torch.isinf(out[1, 3])  # 20, 40 not in user 5's list

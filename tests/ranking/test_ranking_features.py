@@ -105,6 +105,12 @@ def test_impression_features_by_hand():
     np.testing.assert_array_equal(f["category_watch_share"], [0.5, 0.5])
     np.testing.assert_array_equal(f["seconds_since_category_watch"], [50, 100])
     np.testing.assert_array_equal(binary[:, 0], [0, 0])  # no languages in this log
+    np.testing.assert_array_equal(f["item_watches_last_week"], [0, 0])  # user 2 watches 30 at 400
+    # by anyone, strictly before, within the week: at 400 not yet; at 401 and a week later yes; then no
+    later = pa.table({**impressions.slice(0, 1).to_pydict()} | {"timestamp": pa.array([400], pa.int64())})
+    for t, expected in ((400, 0), (401, 1), (400 + 7 * 86_400, 1), (401 + 7 * 86_400, 0)):
+        raw, _ = ranker.raw_features(gen, later.set_column(2, "timestamp", pa.array([t], pa.int64())), in_log=False)
+        assert raw[0, CONTINUOUS_FEATURES.index("item_watches_last_week")] == expected, t
     # a user without history: "never" for the time since the last watch
     lone = impressions.set_column(0, "user_id", pa.array([2, 2], pa.int64()))
     raw, _ = ranker.raw_features(gen, lone, in_log=False)

@@ -194,6 +194,32 @@ def evaluate(
     return out
 
 
+def scorer_from_lists(item_ids: np.ndarray, users: np.ndarray, lists: Sequence[np.ndarray]) -> ScoreFn:
+    """A score_fn for ``evaluate`` that reproduces ranked lists (a served top k, say).
+
+    item_ids [I]: the split's catalogue (``Split.item_ids``, sorted); users [U] dense user indices
+    and lists U arrays of original item ids, best first. Items of a list outside the catalogue,
+    and every item not in a list, score -inf.
+    """
+    item_ids = np.asarray(item_ids)
+    position = {int(u): i for i, u in enumerate(np.asarray(users).tolist())}
+    columns = []
+    for items in lists:
+        items = np.asarray(items, dtype=item_ids.dtype)
+        col = np.minimum(np.searchsorted(item_ids, items), max(len(item_ids) - 1, 0))
+        known = item_ids[col] == items if len(item_ids) else np.zeros(len(items), bool)
+        columns.append((col[known], np.flatnonzero(known)))
+
+    def score(batch: np.ndarray) -> torch.Tensor:
+        out = torch.full((len(batch), len(item_ids)), float("-inf"))
+        for b, u in enumerate(np.asarray(batch).tolist()):
+            col, place = columns[position[u]]
+            out[b, torch.from_numpy(col)] = -torch.from_numpy(place).float()  # first = best
+        return out
+
+    return score
+
+
 def _padded(mask: torch.Tensor) -> torch.Tensor:
     """[B, I] -> [B, I + 1] with a False column for the -1 (empty) slot."""
     return torch.cat([mask, torch.zeros((len(mask), 1), dtype=torch.bool)], dim=1)

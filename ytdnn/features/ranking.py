@@ -9,6 +9,7 @@ features alike (``check_generator``):
   it through the original ids (``item_map``).
 - ``item_features_``: channel, language, ... ids, category bags, upload time, duration.
 - the impression log (CSR by user): what ``num_earlier_impressions`` (churn) counts.
+- the watch log by item (sorted (item, time) codes): what ``item_watches_last_week`` counts.
 - ``normalizer_``: the quantile normalizer of ``CONTINUOUS_FEATURES``, fitted in one pass over
   the training impressions' raw values.
 """
@@ -29,6 +30,7 @@ from ytdnn.samples.ranking import (
     BINARY_FEATURES,
     CONTINUOUS_FEATURES,
     NEVER_S,
+    RECENT_S,
     FeatureTables,
     earlier_events,
     user_events,
@@ -78,6 +80,22 @@ class RankingFeaturizer:
         order = np.lexsort((times, rows))
         self.log_items_, self.log_times_ = items[order], times[order]
         self.log_offsets_ = np.searchsorted(rows[order], np.arange(len(self.impression_users_) + 1)).astype(np.int64)
+
+    def set_watch_log(self, items: np.ndarray, times: np.ndarray) -> None:
+        """Every logged watch as ranker item ids [W] and seconds [W], sorted into one int64 code
+        per watch (item, then time), so a window count per item is two binary searches."""
+        self.log_start_ = int(times.min(initial=0))
+        self.watch_log_ = np.sort(self._watch_codes(items, times))
+
+    def _watch_codes(self, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+        offset = np.clip(np.asarray(times, np.int64) - self.log_start_, 0, _TIME_CODES - 1)
+        return np.asarray(items, np.int64) * _TIME_CODES + offset
+
+    def _recent_watches(self, q: Queries) -> np.ndarray:
+        """[Q] watches of each query's item by anyone in the RECENT_S before its time."""
+        upto = np.searchsorted(self.watch_log_, self._watch_codes(q.items, q.times), side="left")
+        since = np.searchsorted(self.watch_log_, self._watch_codes(q.items, q.times - RECENT_S), side="left")
+        return np.where(q.items > 0, upto - since, 0)
 
     def fit_normalizer(self, raw: np.ndarray) -> RankingFeaturizer:
         """raw [N, F] continuous features of the training impressions."""
@@ -150,7 +168,7 @@ class RankingFeaturizer:
             score, rank, _since(t, watches["last"]), watches["count"], churn,
             np.maximum(_since(t, upload), 0.0), watches["channel_count"], _since(t, watches["channel_last"]),
             watches["item_count"], np.nan_to_num(duration, nan=0.0),
-            watches["category_share"], _since(t, watches["category_last"]),
+            watches["category_share"], _since(t, watches["category_last"]), self._recent_watches(q),
         ], axis=1).astype(np.float64)
         return raw, self._same_language(generator, streams, q)[:, None]
 
@@ -236,7 +254,7 @@ class RankingFeaturizer:
         self.normalizer_.to_json(directory / "quantiles.json")
         self.item_features_.save(directory)
         np.savez(directory / "impression_log.npz", items=self.log_items_, times=self.log_times_,
-                 offsets=self.log_offsets_)
+                 offsets=self.log_offsets_, watch_log=self.watch_log_, log_start=np.int64(self.log_start_))
 
     @classmethod
     def load(cls, directory: str | Path) -> RankingFeaturizer:
@@ -252,7 +270,11 @@ class RankingFeaturizer:
         f.item_features_ = ItemFeatureEncoder.load(directory)
         with np.load(directory / "impression_log.npz", allow_pickle=False) as arrays:
             f.log_items_, f.log_times_, f.log_offsets_ = arrays["items"], arrays["times"], arrays["offsets"]
+            f.watch_log_, f.log_start_ = arrays["watch_log"], int(arrays["log_start"])
         return f
+
+
+_TIME_CODES = 1 << 33  # seconds after the log's start a watch code holds (272 years)
 
 
 def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:

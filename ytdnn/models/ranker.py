@@ -39,6 +39,10 @@ class RankerConfig(Config):
     max_embedding_dim: int = 64  # cap of the log-of-vocabulary-size embedding widths
     num_quantiles: int = 1000  # of the continuous features' CDF normalizer
     dropout: float = 0.0
+    # Not in the paper: the generator's raw logit also reaches the output through one learned
+    # weight, so the tower learns corrections to the retrieval order instead of rebuilding it from
+    # the score's quantiles, which crowd the few hundred served candidates into the top bins.
+    score_skip: bool = True
 
     def validate(self) -> None:
         tower_widths(self.tower)
@@ -86,6 +90,7 @@ class RankerModel(nn.Module):
             + sizes.num_continuous
         )
         self.tower = relu_tower(input_dim, cfg.hidden_widths, 1, cfg.dropout)
+        self.score_weight = nn.Parameter(torch.zeros(1)) if cfg.score_skip else None
 
     def forward(self, batch: RankingBatch) -> torch.Tensor:
         """-> logits [B]."""
@@ -102,7 +107,10 @@ class RankerModel(nn.Module):
         parts += [emb(batch.item_categorical[:, j]) for j, emb in enumerate(self.item_embeddings)]
         parts.append(self.category_bag(batch.category_ids, batch.category_offsets))  # [B, Ec] averaged
         parts.append(batch.continuous)  # [B, Fc] x̃ (and x̃², √x̃), binary flags
-        return self.tower(torch.cat(parts, dim=1)).squeeze(1)
+        logits = self.tower(torch.cat(parts, dim=1)).squeeze(1)
+        if self.score_weight is not None:
+            logits = logits + self.score_weight * batch.prior
+        return logits
 
     def loss(self, batch: RankingBatch) -> torch.Tensor:
         """Weighted logistic loss (§4.2); the weights come with the batch."""

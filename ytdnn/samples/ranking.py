@@ -34,8 +34,9 @@ CONTINUOUS_FEATURES = (
     "candidate_score", "candidate_rank", "seconds_since_last_watch", "num_earlier_watches",
     "num_earlier_impressions", "seconds_since_upload", "num_channel_watches",
     "seconds_since_channel_watch", "num_item_watches", "duration",
-    "category_watch_share", "seconds_since_category_watch",
+    "category_watch_share", "seconds_since_category_watch", "item_watches_last_week",
 )
+RECENT_S = 7 * DAY  # the window of "item_watches_last_week": the item's trend, not its lifetime
 BINARY_FEATURES = ("same_language",)  # fed as 0/1, not normalised
 
 
@@ -46,7 +47,8 @@ class RankingBatch:
     items [B] ranker item ids; watch_ids [Nw] + watch_offsets [B] (last <= H watches);
     last_ids [Nl] + last_offsets [B] (the last watch, 0 or 1 id); user_categorical [B, Cu];
     user_continuous [B, Fu]; item_categorical [B, Ci]; category_ids [Nc] + category_offsets [B];
-    continuous [B, Fc] normalised; labels, weights [B] float32 (None at serving).
+    continuous [B, Fc] normalised; labels, weights [B] float32 (None at serving); prior [B] the
+    candidate generator's raw logit of the item (the ranker's optional skip input).
     row_context: None, or [B] row of each impression in the user-side inputs (bags and user
     features), which then hold one row per distinct (user, history) context instead of B: at
     serving, 500 candidates share one user's bags.
@@ -66,6 +68,7 @@ class RankingBatch:
     labels: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     row_context: torch.Tensor | None = None
+    prior: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -93,8 +96,9 @@ def assemble_ranking_batch(
     tables: FeatureTables, max_history: int, users: np.ndarray, items: np.ndarray,
     watch_end: np.ndarray, continuous: np.ndarray,
     labels: np.ndarray | None = None, weights: np.ndarray | None = None, share_contexts: bool = False,
+    prior: np.ndarray | None = None,
 ) -> RankingBatch:
-    """Gather B rows. users, items, watch_end [B]; continuous [B, Fc] float32.
+    """Gather B rows. users, items, watch_end [B]; continuous [B, Fc] float32; prior [B].
 
     share_contexts: build the user-side inputs once per distinct (user, watch_end) and set
     ``row_context`` (worth it when many rows share a user, as candidates at serving do).
@@ -124,6 +128,7 @@ def assemble_ranking_batch(
         labels=None if labels is None else t(labels.astype(np.float32)),
         weights=None if weights is None else t(weights.astype(np.float32)),
         row_context=None if row_context is None else t(row_context),
+        prior=None if prior is None else t(prior.astype(np.float32)),
     )
 
 
@@ -132,7 +137,8 @@ class RankingExamples:
     """N training impressions with their features; ``batches`` yields shuffled RankingBatches.
 
     users [N] stream rows; items [N] ranker ids; watch_end [N] where each history ends in the
-    streams; continuous [N, Fc] normalised; labels [N] 0/1; weights [N]; pages [N] page ids.
+    streams; continuous [N, Fc] normalised; labels [N] 0/1; weights [N]; pages [N] page ids;
+    prior [N] the generator's raw logits.
     """
 
     tables: FeatureTables
@@ -144,6 +150,7 @@ class RankingExamples:
     labels: np.ndarray
     weights: np.ndarray
     pages: np.ndarray
+    prior: np.ndarray
 
     def __len__(self) -> int:
         return len(self.users)
@@ -151,7 +158,7 @@ class RankingExamples:
     def batch(self, idx: np.ndarray) -> RankingBatch:
         return assemble_ranking_batch(
             self.tables, self.max_history, self.users[idx], self.items[idx], self.watch_end[idx],
-            self.continuous[idx], self.labels[idx], self.weights[idx],
+            self.continuous[idx], self.labels[idx], self.weights[idx], prior=self.prior[idx],
         )
 
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[RankingBatch]:
