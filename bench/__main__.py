@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "speed": _lazy("speed"),
     "paper": _lazy("paper"),
     "ranking": _lazy("ranking"),
+    "serving": _lazy("serving"),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

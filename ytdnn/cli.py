@@ -133,6 +133,37 @@ def _typed_id(value: str, token_type: str):
     return int(value) if token_type == "int" else value
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import uvicorn
+
+    from ytdnn.serve.app import create_app, install_sighup_reload
+    from ytdnn.serve.engine import ServeConfig
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The HTTP event loop and the inference thread share the GIL: hand it over every 1 ms rather
+    # than Python's default 5 ms, so a request is not parsed 5 ms late behind a model call.
+    sys.setswitchinterval(args.switch_interval_ms / 1000)
+    config = ServeConfig(max_batch_size=args.max_batch, num_threads=args.threads,
+                         num_candidates=args.candidates)
+    token = os.environ.get("YTDNN_ADMIN_TOKEN") or None
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    app = create_app(args.model, events=args.events, admin_token=token, config=config,
+                     data_dir=args.data, seed=not args.no_seed)
+    state = app.state.serve
+    install_sighup_reload(state)
+    store = getattr(state.store, "path", "memory")
+    admin = "token (YTDNN_ADMIN_TOKEN)" if token else "loopback clients only"
+    print(f"serving {state.holder.current.version} on http://{args.host}:{args.port} "
+          f"(docs: /docs; events: {store}; admin: {admin}; SIGHUP reloads {args.model})",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log, timeout_graceful_shutdown=10)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ytdnn.demo import run_demo
 
@@ -207,6 +238,26 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--user", required=True)
     retrieve.add_argument("--k", type=int, default=100)
     retrieve.set_defaults(func=_retrieve)
+
+    serve = commands.add_parser("serve", help="serve recommendations over HTTP (FastAPI + uvicorn)")
+    serve.add_argument("--model", required=True, help="model directory (two-stage or candidates)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--events", default=None,
+                       help="SQLite event store file (default: MODEL/events.sqlite); created and "
+                            "seeded with the training history if absent")
+    serve.add_argument("--data", default=None,
+                       help="seed a new event store from these canonical tables instead of the model")
+    serve.add_argument("--no-seed", action="store_true", help="leave a new event store empty")
+    serve.add_argument("--max-batch", type=int, default=16, help="recommend requests per model call")
+    serve.add_argument("--candidates", type=int, default=None,
+                       help="candidates retrieved and ranked per request (default: the model's)")
+    serve.add_argument("--threads", type=int, default=1, help="torch threads of the inference thread")
+    serve.add_argument("--switch-interval-ms", type=float, default=1.0,
+                       help="GIL switch interval (Python's default is 5 ms)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the synthetic world")
     demo.add_argument("--preset", default="small", choices=["tiny", "small", "large"])

@@ -4,7 +4,10 @@
 2. split it in time: a training window, then the test window after it
 3. fit the baselines (popularity, EASE with lambda chosen on validation) and score them on test
 4. train the candidate generator (paper section 3) on everything before the test window
-5. print the metrics table, and a few users' recent history beside what was retrieved for them
+5. train the ranker (paper section 4) on the impressions before the test window
+6. print the metrics table of every model and of both stages, and a few users' recent history
+   beside what the two stages recommend them
+7. serve the model over HTTP for a few seconds: a posted watch changes the next recommendation
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import pyarrow.compute as pc
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.eval.baselines import EASE, EASEConfig, Popularity, choose_on_validation, refit_and_test
-from ytdnn.eval.metrics import evaluate
+from ytdnn.eval.metrics import evaluate, scorer_from_lists
 from ytdnn.eval.protocols import GLOBAL_TIME, Split, global_time_split
 from ytdnn.eval.report import Record, format_table, machine_description
 from ytdnn.models.candidate import CandidateConfig
+from ytdnn.models.ranker import RankerConfig
+from ytdnn.pipeline import Recommender
+from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.train.config import TrainConfig
 
@@ -76,52 +82,100 @@ def train_candidates(world, split: Split, out_dir: Path) -> tuple[CandidateGener
     start = time.perf_counter()
     figures = evaluate(gen.scorer_for(split.user_ids, split.item_ids), stage, ks=KS, metrics=METRICS, progress=True)
     seconds["eval"] = time.perf_counter() - start
-    gen.build_index("exact").save(out_dir / "model")
+    gen.build_index("exact")
     params = {"depth": DEMO_CANDIDATES.depth, "epochs": DEMO_TRAIN.max_epochs}
     return gen, Record("demo", "", GLOBAL_TIME, "ytdnn-candidates", figures, seconds, params)
 
 
-def show_users(gen: CandidateGenerator, users: list[int], k: int = 5) -> None:
+DEMO_RANKER = RankerConfig(tower="256")
+DEMO_RANKER_TRAIN = TrainConfig(lr=1e-3, batch_size=512, max_epochs=3)
+NUM_CANDIDATES = 500
+
+
+def train_ranker(world, gen: CandidateGenerator, train_end: int) -> tuple[Ranker, float]:
+    """Weighted logistic regression on the impressions shown before the test window (§4.2)."""
+    tables = world.dataset
+    impressions = tables.impressions.filter(pc.less(tables.impressions["timestamp"], train_end))
+    start = time.perf_counter()
+    ranker = Ranker(DEMO_RANKER, DEMO_RANKER_TRAIN).fit(gen, impressions, users=tables.users, items=tables.items)
+    print(f"   {impressions.num_rows:,} impressions, tower {DEMO_RANKER.tower}")
+    return ranker, time.perf_counter() - start
+
+
+def two_stage_records(world, rec: Recommender, split: Split, train_end: int) -> list[Record]:
+    """Both stages on the same candidates: ranked by the ranker, or in the generator's order.
+    EWT@10: the world's true expected watch time of an impression of the top 10 (seconds)."""
+    stage = split.stage("test")
+    users_idx = stage.eval_users()
+    user_ids = split.user_ids.to_numpy()[users_idx].tolist()
+    records = []
+    alone = Recommender(rec.candidates, None, rec.num_candidates)
+    for name, recommender in (("ytdnn-retrieval-only", alone), ("ytdnn-two-stage", rec)):
+        start = time.perf_counter()
+        lists = recommender.top_items(user_ids, max(KS), now=train_end)
+        seconds = {"recommend": time.perf_counter() - start}
+        figures = evaluate(scorer_from_lists(split.item_ids.to_numpy(), users_idx, lists), stage, ks=KS, metrics=METRICS)
+        figures["EWT@10"] = float(np.mean([world.expected_watch_time(u, np.asarray(items[:10]), train_end).mean()
+                                           for u, items in zip(user_ids, lists) if len(items)]))
+        records.append(Record("demo", "", GLOBAL_TIME, name, figures, seconds, {"num_candidates": rec.num_candidates}))
+    return records
+
+
+def show_users(rec: Recommender, users: list[int], now: int, k: int = 5) -> None:
+    gen = rec.candidates
     titles = gen.item_titles()
-    items, _ = gen.retrieve(users, k=k)
-    for user, retrieved in zip(users, items):
+    for user in users:
         row = gen.user_rows([user])[0]
         s = gen.streams_
         recent = s.watch_items[s.watch_offsets[row] : s.watch_offsets[row + 1]][-k:]
+        top = rec.recommend(user, k=k, now=now)
         print(f"\n   user {user}")
         print("     recently watched: " + "; ".join(titles.get(i, str(i)) for i in gen.featurizer_.items_.decode(recent)))
-        print("     retrieved:        " + "; ".join(titles.get(i, str(i)) for i in retrieved))
+        print("     recommended:      " + "; ".join(
+            f"{titles.get(i, str(i))} ({score:.0f} s)" for i, score in zip(top.item_ids.tolist(), top.scores)))
 
 
 def run_demo(preset: str = "small", out_dir: Path = Path("demo_out")) -> list[Record]:
-    t = step(f"1/5 generating the synthetic world (preset {preset!r})")
+    t = step(f"1/7 generating the synthetic world (preset {preset!r})")
     world = generate(WorldConfig.preset(preset))
     world.save(out_dir / "data")
     sizes = ", ".join(f"{len(tab):,} {name}" for name, tab in world.dataset.tables().items())
     print(f"   {sizes} in {time.perf_counter() - t:.1f} s -> {out_dir / 'data'}")
 
-    t = step(f"2/5 splitting in time: the last {TEST_DAYS} days are the test window")
+    t = step(f"2/7 splitting in time: the last {TEST_DAYS} days are the test window")
     split = synthetic_split(world)
     print(f"   {split.summary()} ({time.perf_counter() - t:.1f} s)")
 
-    step("3/5 baselines: popularity, and EASE with lambda chosen on the validation window")
+    step("3/7 baselines: popularity, and EASE with lambda chosen on the validation window")
     dataset = f"synthetic-{preset}"
     records = baseline_records(split, dataset)
 
-    step("4/5 candidate generator: next-watch examples, sampled softmax with log-Q correction")
+    step("4/7 candidate generator: next-watch examples, sampled softmax with log-Q correction")
     gen, record = train_candidates(world, split, out_dir)
-    record.dataset = dataset
     records.append(record)
-    print(f"   model directory: {out_dir / 'model'}")
 
-    step("5/5 test metrics (ranking every item a user has not watched)")
+    step("5/7 ranker: impressions weighted by watch time, exp(logit) = expected watch time")
+    train_end = int(pc.min(world.dataset.watches.take(split.stage("test").target.rows)["timestamp"]).as_py())
+    ranker, seconds = train_ranker(world, gen, train_end)
+    rec = Recommender(gen, ranker, NUM_CANDIDATES)
+    rec.save(out_dir / "model")
+    print(f"   trained in {seconds:.0f} s; both stages -> {out_dir / 'model'}")
+
+    step(f"6/7 test metrics: every model ranks all unwatched items; the two stages rank {NUM_CANDIDATES} candidates")
+    records += two_stage_records(world, rec, split, train_end)
     for r in records:
+        r.dataset = dataset
         r.machine = machine_description()
         r.command = "make demo"
         r.metrics = {name: round(value, 4) for name, value in r.metrics.items()}
         r.seconds = {name: round(value, 2) for name, value in r.seconds.items()}
     print(format_table(records))
     rng = np.random.default_rng(0)
-    show_users(gen, sorted(rng.choice(split.user_ids.to_numpy()[split.test.users()], size=3, replace=False).tolist()))
-    print(f"\nTry: .venv/bin/ytdnn retrieve --model {out_dir / 'model'} --user 7 --k 10")
+    users = sorted(rng.choice(split.user_ids.to_numpy()[split.test.users()], size=3, replace=False).tolist())
+    show_users(rec, users, train_end)
+    print(f"\nTry: .venv/bin/ytdnn recommend --model {out_dir / 'model'} --user {users[0]} --k 10")
+    step("7/7 serving over HTTP")
+    from ytdnn.serve.demo import serve_demo  # FastAPI is imported only when the demo gets here
+
+    serve_demo(out_dir / "model", user=users[0])
     return records

@@ -10,7 +10,7 @@ from torch import nn
 
 from ytdnn.config import Config
 from ytdnn.models.layers import DEPTH_PRESETS, embedding_width, mean_bag, relu_tower
-from ytdnn.models.losses import full_softmax_loss, sampled_softmax_loss
+from ytdnn.models.losses import exclusion_mask, full_softmax_loss, sampled_softmax_loss
 from ytdnn.models.sampling import NegativeSampler
 from ytdnn.samples.candidate import CandidateBatch
 
@@ -119,13 +119,21 @@ class CandidateModel(nn.Module):
         return None if self.item_bias is None else self.item_bias.weight[:, 0]
 
     def loss(self, batch: CandidateBatch, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = self.user_vector(batch)
-        if self.sampler is None:
-            return full_softmax_loss(u, self.item_vectors(), batch.labels, self.item_biases())
+        """Softmax loss of the batch's labels; with label_rows, several labels share one context."""
+        u = self.user_vector(batch)  # [B, d]
+        rows, weights = batch.label_rows, batch.label_weights
+        excluded = None if batch.excluded_ids is None else (batch.excluded_rows, batch.excluded_ids)
+        if self.sampler is None:  # one [B, V] softmax, however many labels each context has
+            return full_softmax_loss(u, self.item_vectors(), batch.labels, self.item_biases(), rows, weights, excluded)
         # torch's global generator by default: the training loop reseeds it per epoch (resumable)
         negatives, log_q = self.sampler.sample(generator if generator is not None else torch.default_generator)
+        mask = None if excluded is None else exclusion_mask(*excluded, negatives, len(u))  # [B, N]
+        if rows is not None:
+            u = u[rows]  # [L, d]: one row per label
+            mask = None if mask is None else mask[rows]  # [L, N]
         return sampled_softmax_loss(
-            u, self.output_table(), batch.labels, negatives, log_q, item_bias=self.item_bias
+            u, self.output_table(), batch.labels, negatives, log_q, item_bias=self.item_bias,
+            weights=weights, excluded=mask,
         )
 
     @torch.no_grad()

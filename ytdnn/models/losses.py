@@ -36,15 +36,30 @@ def _check_positives(positives: torch.Tensor) -> None:
         raise ValueError("a positive is id 0 (padding / OOV), which is never a class")
 
 
+def _weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Σ w_l · loss_l / Σ w_l; the plain mean when weights is None. losses, weights: [L]."""
+    if weights is None:
+        return losses.mean()
+    weights = weights.to(losses.dtype)
+    return (weights * losses).sum() / weights.sum()
+
+
 def full_softmax_loss(
     user_vectors: torch.Tensor,
     item_embeddings: Table,
     positives: torch.Tensor,
     item_bias: Table | None = None,
+    rows: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    excluded: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of softmax(u · v_j + b_j) over all ids but 0 (paper §3.1).
 
-    user_vectors: [B, d]; item_embeddings: [V, d]; positives: [B] in 1..V-1; item_bias: [V] | None.
+    user_vectors: [B, d]; item_embeddings: [V, d]; positives: [L] in 1..V-1; item_bias: [V] | None;
+    rows: [L] the user vector of each positive (None: L == B, positive b is row b's), so several
+    labels of one context share one [V] softmax; weights: [L] | None (a weighted mean);
+    excluded: ([X] rows, [X] ids) | None, classes left out of those rows' softmax (never a positive
+    of that row).
     Returns a scalar. Exact but O(B·V·d): for small corpora, and as the reference the sampled loss
     estimates.
     """
@@ -53,7 +68,13 @@ def full_softmax_loss(
     if item_bias is not None:
         logits = logits + _full_table(item_bias)  # [B, V]
     logits = logits.index_fill(1, logits.new_zeros(1, dtype=torch.long), float("-inf"))  # id 0
-    return F.cross_entropy(logits, positives)
+    if excluded is not None:
+        logits = logits.index_put(excluded, logits.new_full((), float("-inf")))  # [B, V]
+    if rows is None and weights is None:
+        return F.cross_entropy(logits, positives)
+    rows = torch.arange(len(positives), device=positives.device) if rows is None else rows
+    log_p = torch.log_softmax(logits, dim=1)  # [B, V]
+    return _weighted_mean(-log_p[rows, positives], weights)  # [L] -> scalar
 
 
 def log_q_correction(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -78,6 +99,26 @@ def remove_accidental_hits(
     return logits.masked_fill(hits, float("-inf"))
 
 
+def exclusion_mask(
+    excluded_rows: torch.Tensor, excluded_ids: torch.Tensor, negatives: torch.Tensor, num_rows: int
+) -> torch.Tensor:
+    """[num_rows, N] bool, True where negatives[n] is one of row r's excluded ids.
+
+    excluded_rows, excluded_ids: [X] (row, id) pairs; negatives: [N], duplicates allowed. Sorting
+    the negatives finds every draw of an excluded id without an [X, N] comparison.
+    """
+    order = torch.argsort(negatives)
+    sorted_negatives = negatives[order]  # [N]
+    first = torch.searchsorted(sorted_negatives, excluded_ids)  # [X]
+    counts = torch.searchsorted(sorted_negatives, excluded_ids, right=True) - first  # [X] draws of each
+    rows = torch.repeat_interleave(excluded_rows, counts)  # [M] one per masked entry
+    starts = torch.repeat_interleave(first - (torch.cumsum(counts, 0) - counts), counts)
+    columns = order[starts + torch.arange(len(rows), device=negatives.device)]  # [M]
+    mask = torch.zeros(num_rows, len(negatives), dtype=torch.bool, device=negatives.device)
+    mask[rows, columns] = True
+    return mask
+
+
 _mask_accidental_hits = remove_accidental_hits  # the loss's keyword argument shadows the name
 
 
@@ -90,13 +131,16 @@ def sampled_softmax_loss(
     log_q_positives: torch.Tensor | None = None,
     remove_accidental_hits: bool = True,
     item_bias: Table | None = None,
+    weights: torch.Tensor | None = None,
+    excluded: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean sampled-softmax cross-entropy over [positive] + N shared negatives (paper §3.1).
 
     user_vectors: [B, d]; item_embeddings: [V, d]; positives: [B]; negatives: [N] (drawn with
     replacement, duplicates kept: each draw is one importance-sampling term); log_q_negatives: [N]
-    = log(N · q) from ``NegativeSampler``; log_q_positives: [B] | None; item_bias: [V] | None.
-    Returns a scalar.
+    = log(N · q) from ``NegativeSampler``; log_q_positives: [B] | None; item_bias: [V] | None;
+    weights: [B] | None (a weighted mean); excluded: [B, N] bool | None, negatives left out of
+    that row's softmax (``exclusion_mask``). Returns a scalar.
 
     Log-Q convention. Negatives are always corrected by their log expected count. Two pairings of
     the other two choices make the loss and its gradient converge to the full softmax's as N grows
@@ -125,8 +169,10 @@ def sampled_softmax_loss(
         positive_logits = log_q_correction(positive_logits, log_q_positives)  # [B]
     if remove_accidental_hits:
         negative_logits = _mask_accidental_hits(negative_logits, positives, negatives)
+    if excluded is not None:
+        negative_logits = negative_logits.masked_fill(excluded, float("-inf"))  # [B, N]
     logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)  # [B, 1 + N]
-    return (torch.logsumexp(logits, dim=1) - positive_logits).mean()
+    return _weighted_mean(torch.logsumexp(logits, dim=1) - positive_logits, weights)
 
 
 def weighted_logistic_loss(

@@ -4,9 +4,14 @@ that user's strictly earlier events.
 - Ordered logs: the history of a label at time t is the user's last <= H watches with timestamp
   < t (a watch at the same second is not "earlier"), and the last <= H search tokens before t.
   This is "predicting the next watch" of fig. 5b.
-- Unordered logs (the ml-1m fold files): there is no "earlier". Each epoch shuffles every user's
-  watches, and a label's history is the <= H watches before it in that random order, which never
-  contains the label: "predicting a held-out watch" from the others, fig. 5a. Example age is off.
+- Unordered logs (the ml-1m fold files): there is no "earlier", so a label is "a held-out watch"
+  predicted from the others (fig. 5a), never from itself. Example age is off. Two ways to hold out:
+  - "prefix": each epoch shuffles every user's watches, and a label's history is the <= H watches
+    before it in that random order: one label per context, histories of 0..H watches.
+  - "holdout": each epoch keeps every watch in the user's input bag with probability p (at most H
+    of them, drawn at random) and makes the others the labels of that one bag, which is scored
+    once for all of them (the denoising set-up of Mult-DAE). The bags are then about as full as
+    the all-watches bag of serving, where "prefix" trains mostly on short ones.
 - At most ``max_examples_per_user`` labels per user, drawn afresh each epoch, so a few heavy users
   do not dominate the loss (§3.4).
 - Example age = end of the training window - label time; 0 at serving (§3.3).
@@ -36,6 +41,16 @@ class ExampleConfig(Config):
     max_examples_per_user: int | None = 200  # §3.4; None = every watch is a label
     # Example age is fed in days, divided by this so it lies in about [0, 1] on typical windows.
     example_age_scale_days: float = 30.0
+    # Unordered logs only (module docstring): "prefix" or "holdout". With "holdout", each watch
+    # stays in the input bag with probability holdout_keep, and max_examples_per_user caps the
+    # labels of one bag; holdout_weighting "label" weighs every label alike (heavy users count
+    # more), "user" gives each user's labels a total weight of 1.
+    unordered_mode: str = "prefix"
+    holdout_keep: float = 0.5
+    holdout_weighting: str = "label"
+    # Leave each user's kept watches out of the softmax of its held-out labels, as evaluation
+    # leaves the watched items out of the ranking: they are no negatives.
+    holdout_exclude_kept: bool = False
 
     def validate(self) -> None:
         if self.max_watch_history < 1 or self.max_search_history < 0 or self.max_recent_watches < 0:
@@ -44,6 +59,12 @@ class ExampleConfig(Config):
             raise ValueError("max_examples_per_user must be None or >= 1")
         if self.example_age_scale_days <= 0:
             raise ValueError("example_age_scale_days must be positive")
+        if self.unordered_mode not in ("prefix", "holdout"):
+            raise ValueError(f"unordered_mode must be 'prefix' or 'holdout', got {self.unordered_mode!r}")
+        if not 0.0 < self.holdout_keep < 1.0:
+            raise ValueError(f"holdout_keep must be in (0, 1), got {self.holdout_keep}")
+        if self.holdout_weighting not in ("label", "user"):
+            raise ValueError(f"holdout_weighting must be 'label' or 'user', got {self.holdout_weighting!r}")
 
 
 @dataclasses.dataclass
@@ -52,7 +73,10 @@ class CandidateBatch:
 
     watch_ids [Nw], watch_offsets [B]; search_ids [Ns], search_offsets [B];
     user_categorical [B, C] int64; user_continuous [B, Fc] float32; example_age [B] float32
-    (scaled); users [B] int64 rows; labels [B] int64 item ids, or None at serving.
+    (scaled); users [B] int64 rows; labels [B] int64 item ids, or None at serving. Holdout
+    batches have L >= B labels: labels [L], label_rows [L] (the context of each label) and
+    label_weights [L] (None = all 1); excluded_rows, excluded_ids [X] (row, item) pairs that are
+    not in the softmax of that row's labels, when configured.
     """
 
     watch_ids: torch.Tensor
@@ -66,6 +90,10 @@ class CandidateBatch:
     labels: torch.Tensor | None = None
     recent_ids: torch.Tensor | None = None  # [Nr], with recent_offsets [B], when configured
     recent_offsets: torch.Tensor | None = None
+    label_rows: torch.Tensor | None = None  # [L] with several labels per context, else None
+    label_weights: torch.Tensor | None = None  # [L] | None
+    excluded_rows: torch.Tensor | None = None  # [X] context rows and
+    excluded_ids: torch.Tensor | None = None  # [X] item ids left out of that row's softmax
 
     def __len__(self) -> int:
         return len(self.watch_offsets)
@@ -157,14 +185,25 @@ class CandidateExamples:
             order = keep[rng.permutation(len(keep))]
         return order
 
+    @property
+    def holdout(self) -> bool:
+        return not self.streams.ordered and self.cfg.unordered_mode == "holdout"
+
     def num_examples_per_epoch(self) -> int:
+        """Examples (contexts) of one epoch; for holdout, the expected number of users with a label."""
         cap = self.cfg.max_examples_per_user
+        if self.holdout:
+            labelable = np.bincount(self.label_users, minlength=self.streams.num_users)
+            return round(float((1.0 - self.cfg.holdout_keep ** labelable[labelable > 0]).sum()))
         if cap is None:
             return len(self)
         return int(np.minimum(np.bincount(self.label_users), cap).sum())
 
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[CandidateBatch]:
         """One epoch of shuffled batches. For unordered logs the users' watches are reshuffled."""
+        if self.holdout:
+            yield from self._holdout_batches(batch_size, rng)
+            return
         selection = self.epoch_selection(rng)
         watch_stream, history_end, token_end = self._epoch_windows(rng)
         for start in range(0, len(selection), batch_size):
@@ -187,6 +226,54 @@ class CandidateExamples:
         inverse[perm] = np.arange(len(perm))
         token_end = s.token_offsets[self.label_users + 1]  # unordered searches: all of them
         return s.watch_items[perm], inverse[self.label_positions], token_end
+
+    def _holdout_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[CandidateBatch]:
+        """Batches of B users: each one's bag of kept watches, and its L_u held-out labels."""
+        s, cfg = self.streams, self.cfg
+        users = s.watch_users()  # [W], sorted
+        kept = rng.random(len(users)) < cfg.holdout_keep  # [W]
+        # within each user, the kept watches first (in random order), then the held-out ones: the
+        # bag is a prefix of at most H of the kept, so a label is never in its own bag
+        perm = np.lexsort((rng.random(len(users)), ~kept, users))
+        stream, kept = s.watch_items[perm], kept[perm]
+        num_kept = np.bincount(users, weights=kept, minlength=s.num_users).astype(np.int64)  # [U]
+        bag_end = s.watch_offsets[:-1] + np.minimum(num_kept, cfg.max_watch_history)  # [U]
+        label_pos = np.flatnonzero(~kept & (stream > 0))  # [L'] out-of-vocabulary ids are no labels
+        label_users = users[label_pos]
+        if cfg.max_examples_per_user is not None:  # the first labels of a random order: a random draw
+            rank = np.arange(len(label_pos)) - np.searchsorted(label_users, label_users, side="left")
+            keep = rank < cfg.max_examples_per_user
+            label_pos, label_users = label_pos[keep], label_users[keep]
+        num_labels = np.bincount(label_users, minlength=s.num_users)  # [U]
+        label_start = np.r_[0, np.cumsum(num_labels)[:-1]]  # [U] into label_pos
+        contexts = rng.permutation(np.flatnonzero(num_labels))
+        for start in range(0, len(contexts), batch_size):
+            u = contexts[start : start + batch_size]  # [B]
+            pos, _ = windows(label_pos, label_start[u], label_start[u] + num_labels[u], None)  # [L]
+            batch = assemble_batch(
+                s, cfg, u, stream, watch_end=bag_end[u], token_end=s.token_offsets[u + 1],
+                example_age_days=np.zeros(len(u)), labels=stream[pos],
+            )
+            rows = np.repeat(np.arange(len(u)), num_labels[u])  # [L]
+            batch.label_rows = torch.from_numpy(rows)
+            if cfg.holdout_exclude_kept:
+                batch.excluded_rows, batch.excluded_ids = _kept_not_labels(stream, s.watch_offsets[u], num_kept[u], rows, stream[pos])
+            if cfg.holdout_weighting == "user":
+                batch.label_weights = torch.from_numpy(np.repeat(1.0 / num_labels[u], num_labels[u]).astype(np.float32))
+            yield batch
+
+
+def _kept_not_labels(stream, starts, num_kept, label_rows, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows [X], ids [X]) of the B users' kept watches, less the items that are also one of that
+    row's labels (a repeated watch held out once and kept once stays a positive, never -inf).
+
+    starts, num_kept: [B]; label_rows, labels: [L].
+    """
+    ids, _ = windows(stream, starts, starts + num_kept, None)  # [X']
+    rows = np.repeat(np.arange(len(starts)), num_kept)  # [X']
+    span = int(stream.max(initial=0)) + 1
+    keep = ~np.isin(rows * span + ids, label_rows * span + labels)
+    return torch.from_numpy(rows[keep]), torch.from_numpy(ids[keep])
 
 
 def _time_key(streams: EventStreams):

@@ -2,7 +2,17 @@
 
 ``run_load_test`` drives ``clients`` concurrent clients for ``seconds``: each loops, posting a
 watch to ``POST /events`` with probability ``post_fraction`` and otherwise asking
-``GET /recommend/{user_id}?k=k``. It refuses any host but loopback (it is a benchmark of this
+``GET /recommend/{user_id}?k=k``, then thinks for a while before its next request.
+
+Think time. Each client waits an exponentially distributed time, mean ``think_time_s``, after
+each reply (and a uniform random part of one before its first request, so that clients do not
+start in lockstep). That is how a person uses a service, and it is what "N concurrent users"
+means: N users thinking ``think_time_s`` on average offer at most about N / think_time_s requests
+per second, and latency is then what the server takes, plus queueing only when it is near its
+capacity. With ``think_time_s=0`` the test is closed-loop without think time: every client fires
+its next request the moment the last one returns, so the server always has ``clients`` requests
+queued and latency is simply clients / throughput (Little's law). That mode measures the
+saturation throughput; its latencies measure the queue, not the server. It refuses any host but loopback (it is a benchmark of this
 machine's server, never a tool to aim at someone else's), follows no redirects, and every request
 has a timeout, so a run lasts at most ``seconds + timeout``. Proxy settings in the environment
 are ignored.
@@ -76,6 +86,7 @@ class LoadTestResult:
     error_samples: list[str]
     posted: list[Watch]
     client_cpu_s: float  # CPU time of the thread that ran every client
+    think_time_s: float = 0.0  # mean think time between a client's requests (0: none)
     lost_events: int | None = None  # set by check_lost
     lost: list[Watch] = field(default_factory=list)
 
@@ -119,6 +130,7 @@ class LoadTestResult:
             "lost_events": self.lost_events,
             "num_requests": self.num_requests,
             "clients": self.clients,
+            "think_time_s": self.think_time_s,
             "seconds": self.seconds,
             "client_cpu_ms_per_request": 1e3 * self.client_cpu_s / max(self.num_requests, 1),
             "client_busy_fraction": self.client_cpu_s / self.seconds if self.seconds > 0 else 0.0,
@@ -164,9 +176,22 @@ def _make_client(base_url: str, timeout: float, tls: ssl.SSLContext) -> httpx.As
     )
 
 
-async def _one_client(http, rng, deadline, user_ids, item_ids, post_fraction, k, tally) -> None:
+async def _think(rng, think_time_s: float, deadline: float, first: bool = False) -> None:
+    """Sleep a think time (never past the deadline): uniform in [0, mean) before the first
+    request, exponential with that mean afterwards."""
+    if think_time_s <= 0:
+        return
+    pause = rng.uniform(0, think_time_s) if first else rng.expovariate(1.0 / think_time_s)
+    await asyncio.sleep(max(0.0, min(pause, deadline - time.perf_counter())))
+
+
+async def _one_client(
+    http, rng, deadline, user_ids, item_ids, post_fraction, k, tally, think_time_s=0.0
+) -> None:
+    await _think(rng, think_time_s, deadline, first=True)
     while time.perf_counter() < deadline:
         await _one_request(http, rng, user_ids, item_ids, post_fraction, k, tally)
+        await _think(rng, think_time_s, deadline)
 
 
 async def _one_request(http, rng, user_ids, item_ids, post_fraction, k, tally) -> None:
@@ -206,6 +231,7 @@ async def run_load_test_async(
     k: int = 10,
     timeout: float = 10.0,
     seed: int = 0,
+    think_time_s: float = 0.0,
 ) -> LoadTestResult:
     """``run_load_test`` for a caller already inside an event loop."""
     base_url = check_loopback(base_url)
@@ -215,6 +241,8 @@ async def run_load_test_async(
         )
     if not 0 <= post_fraction <= 1:
         raise ValueError(f"post_fraction must be in [0, 1], got {post_fraction}")
+    if not think_time_s >= 0:
+        raise ValueError(f"think_time_s must be >= 0, got {think_time_s}")
     if len(user_ids) == 0 or len(item_ids) == 0:
         raise ValueError("user_ids and item_ids must not be empty")
     user_ids, item_ids = _plain(user_ids), _plain(item_ids)
@@ -239,6 +267,7 @@ async def run_load_test_async(
                         post_fraction,
                         k,
                         tally,
+                        think_time_s,
                     )
                     for c, http in enumerate(http_clients)
                 )
@@ -247,7 +276,14 @@ async def run_load_test_async(
         )
         elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
     return LoadTestResult(
-        clients, elapsed, tally.latencies_ms, tally.errors, tally.error_samples, tally.posted, cpu
+        clients,
+        elapsed,
+        tally.latencies_ms,
+        tally.errors,
+        tally.error_samples,
+        tally.posted,
+        cpu,
+        think_time_s,
     )
 
 
@@ -262,11 +298,13 @@ def run_load_test(
     k: int = 10,
     timeout: float = 10.0,
     seed: int = 0,
+    think_time_s: float = 0.0,
 ) -> LoadTestResult:
     """Run the load test (see the module docstring) and return what it measured.
 
     ``user_ids`` / ``item_ids``: drawn uniformly for each request (``seed`` makes the draws
-    repeatable); ``timeout``: seconds per request. Raises ValueError for a non-loopback
+    repeatable); ``timeout``: seconds per request; ``think_time_s``: mean pause of a client between
+    a reply and its next request (0: closed loop, no pause). Raises ValueError for a non-loopback
     ``base_url`` before sending anything.
     """
     check_loopback(base_url)
@@ -281,6 +319,7 @@ def run_load_test(
             k=k,
             timeout=timeout,
             seed=seed,
+            think_time_s=think_time_s,
         )
     )
 

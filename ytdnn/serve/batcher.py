@@ -1,0 +1,128 @@
+"""One inference thread that answers /recommend requests in micro-batches.
+
+Why one thread: on a small machine the model's work (NumPy, faiss, a torch MLP) is best done by
+one thread at a time with one intra-op thread, leaving the other core(s) to the HTTP event loop;
+many request threads would only fight over the GIL and the cores. Why batches: the requests that
+queued while the previous batch ran are answered by one ``recommend_batch`` call, which shares the
+per-call overhead of every stage. Nothing ever waits for a batch to fill: a lone request is
+answered at once, so batching only kicks in under load, where it raises throughput.
+
+Each request's history is read from the event store here, just before its batch runs, so a watch
+whose POST returned before the request was made is always in it. Requests are grouped by the
+model they arrived under: across a hot reload, a request is answered by the model it started on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from ytdnn.serve.engine import Job
+from ytdnn.serve.events import EventStore, History
+
+BatchHook = Callable[[int, float, dict[str, float]], None]  # (batch size, seconds, stage seconds)
+
+
+class RecommendBatcher:
+    """``submit(job) -> Future`` of the job's answer (a dict); started on first use."""
+
+    def __init__(self, store: EventStore, history_limit: int, max_batch_size: int,
+                 on_batch: BatchHook | None = None, num_threads: int | None = None):
+        self.store, self.history_limit, self.max_batch_size = store, history_limit, max_batch_size
+        self.on_batch, self.num_threads = on_batch, num_threads
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: Job) -> Future:
+        future: Future = Future()
+        self._ensure_started()
+        self._queue.put((job, future))
+        return future
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ytdnn-inference", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Answer what is queued, then end the thread."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        if self.num_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.num_threads)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.max_batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._answer(batch)
+            if stop:
+                return
+
+    def _answer(self, batch: list[tuple[Job, Future]]) -> None:
+        start = time.perf_counter()
+        live = [(job, future) for job, future in batch if future.set_running_or_notify_cancel()]
+        timings: dict[str, float] = {}
+        try:
+            for job, _ in live:
+                job.history = History(
+                    job.user_id,
+                    self.store.watches(job.user_id, self.history_limit),
+                    self.store.searches(job.user_id, self.history_limit),
+                )
+            timings["history"] = time.perf_counter() - start
+        except BaseException as err:  # noqa: BLE001 - every waiting request must hear back
+            for _, future in live:
+                future.set_exception(err)
+            return
+        by_model: dict[int, list[tuple[Job, Future]]] = {}
+        for job, future in live:
+            by_model.setdefault(id(job.model), []).append((job, future))
+        for group in by_model.values():
+            self._answer_group(group, timings)
+        if self.on_batch is not None:
+            self.on_batch(len(live), time.perf_counter() - start, timings)
+
+    def _answer_group(self, group: list[tuple[Job, Future]], timings: dict[str, float]) -> None:
+        model = group[0][0].model
+        try:
+            answers, stage_seconds = model.answer([job for job, _ in group])
+        except Exception as err:  # noqa: BLE001 - becomes that request's 500
+            if len(group) == 1:
+                group[0][1].set_exception(err)
+                return
+            for one in group:  # one bad request must not fail the others: answer them apart
+                self._answer_group([one], timings)
+            return
+        for stage, seconds in stage_seconds.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        for (_, future), answer in zip(group, answers):
+            future.set_result(answer)
+

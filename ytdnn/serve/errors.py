@@ -1,0 +1,56 @@
+"""Every error as JSON: ``{"error": {"status": 422, "message": "...", "field": ..., ...}}``.
+
+Client mistakes are 4xx with a message that says what to change; FastAPI's own validation errors
+(a non-integer ``k``, say) keep their per-field details. An unexpected exception is logged and
+answered with a JSON 500 that says nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ytdnn.serve")
+
+
+class ApiError(Exception):
+    """A 4xx answer: ``status``, a message, and any JSON-ready context (field, index, ...)."""
+
+    def __init__(self, status: int, message: str, **context: Any):
+        self.status, self.message = status, message
+        self.context = {k: v for k, v in context.items() if v is not None}
+        super().__init__(message)
+
+
+def error_response(status: int, message: str, headers: dict | None = None, **context: Any) -> JSONResponse:
+    body = {"error": {"status": status, "message": message, **context}}
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.message, **err.context)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        details = [{"location": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
+                   for e in err.errors()]
+        first = details[0] if details else {"location": [], "message": "invalid request"}
+        where = ".".join(str(p) for p in first["location"])
+        return error_response(422, f"{where}: {first['message']}", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error_response(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=err)
+        return error_response(500, "internal error")
