@@ -113,7 +113,8 @@ class CandidateGenerator:
     def user_vectors(self, user_rows: np.ndarray, batch_size: int = 4096, streams: EventStreams | None = None) -> np.ndarray:
         """u for rows [B] of ``streams`` (default: the training streams) at serving time (example
         age 0) -> float32 [B, d]."""
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on every request
+            self.model_.eval()
         streams = self.streams_ if streams is None else streams
         out = [
             self.model_.user_vector(serving_batch(streams, self.example_cfg, user_rows[i : i + batch_size]))
@@ -124,7 +125,8 @@ class CandidateGenerator:
     @torch.no_grad()
     def score_all(self, user_rows: np.ndarray) -> torch.Tensor:
         """Softmax logits of stream rows [B] over the item vocabulary: [B, V]; column 0 is -inf."""
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on every request
+            self.model_.eval()
         return self.model_.scores(serving_batch(self.streams_, self.example_cfg, np.asarray(user_rows)))
 
     def scorer_for(self, user_ids: pa.Array, item_ids: pa.Array):
@@ -242,7 +244,8 @@ class CandidateGenerator:
             example_age=torch.zeros(n), users=torch.zeros(n, dtype=torch.int64),
             recent_ids=empty, recent_offsets=no_bags,
         )
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on every request
+            self.model_.eval()
         return self.model_.user_vector(batch).numpy()
 
     def search_vectors(self, vectors: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:

@@ -177,7 +177,8 @@ class Ranker:
     @torch.no_grad()
     def predict(self, examples: RankingExamples, batch_size: int = 8192) -> np.ndarray:
         """Logits [N] of prepared examples."""
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on every request
+            self.model_.eval()
         out = [self.model_(examples.batch(np.arange(a, min(a + batch_size, len(examples)))))
                for a in range(0, len(examples), batch_size)]
         return torch.cat(out).double().numpy() if out else np.zeros(0)
@@ -214,7 +215,8 @@ class Ranker:
             q.users, q.items, q.watch_end, self.featurizer_.normalize(raw, binary), share_contexts=True,
             prior=raw[:, SCORE])
         middle = time.perf_counter()
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on every request
+            self.model_.eval()
         out = np.full((b, n), -np.inf)
         out[valid] = self.model_.expected_watch_time(batch).double().numpy()
         if timings is not None:

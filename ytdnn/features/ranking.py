@@ -136,10 +136,21 @@ class RankingFeaturizer:
     def tables(self, generator, streams: EventStreams) -> FeatureTables:
         f = self.item_features_
         return FeatureTables(
-            history=self.item_map(generator)[streams.watch_items], watch_offsets=streams.watch_offsets,
+            history=self._history(generator, streams), watch_offsets=streams.watch_offsets,
             user_categorical=streams.user_categorical, user_continuous=streams.user_continuous,
             item_categorical=f.categorical_ids_, category_ids=f.category_ids_, category_offsets=f.category_offsets_,
         )
+
+    def _history(self, generator, streams: EventStreams) -> np.ndarray:
+        """[W] ranker ids of the streams' watches; the mapping of a whole training log (millions
+        of watches) is kept for the next request, which serves from the same streams."""
+        cached = getattr(self, "_history_cache", None)
+        if cached is not None and cached[0] is streams and cached[1] is streams.watch_items and cached[2] is generator:
+            return cached[3]
+        history = self.item_map(generator)[streams.watch_items]
+        if len(history) > 100_000:
+            self._history_cache = (streams, streams.watch_items, generator, history)
+        return history
 
     def check_generator(self, generator) -> None:
         """Raise unless ``generator`` encodes user features as the one the ranker was fitted with."""

@@ -145,8 +145,11 @@ class Vocabulary:
         if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
             bad = flat[(flat < 0) | (flat >= len(self))][0]
             raise IndexError(f"id {bad} is outside this Vocabulary (ids 0..{len(self) - 1})")
-        with_oov = pa.concat_arrays([pa.nulls(1, self._value_set.type), self._value_set])
-        tokens = with_oov.take(pa.array(flat)).to_pylist()  # [M]
+        if flat.size <= _SMALL_INPUT:  # a served top k: a list lookup beats building Arrow arrays
+            tokens = [self.tokens_[i - 1] if i else None for i in flat.tolist()]
+        else:
+            with_oov = pa.concat_arrays([pa.nulls(1, self._value_set.type), self._value_set])
+            tokens = with_oov.take(pa.array(flat)).to_pylist()  # [M]
         if array.ndim == 0:
             return tokens[0]
         if array.ndim == 1:

@@ -201,9 +201,10 @@ def user_events(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.
     to the few users asked about instead of the whole log.
     """
     distinct = np.unique(users)
-    every = np.arange(offsets[-1], dtype=np.int64)
-    positions, starts = windows(every, offsets[distinct], offsets[distinct + 1], None)
-    lengths = np.diff(np.append(starts, len(positions)))
+    start = offsets[distinct]
+    lengths = offsets[distinct + 1] - start
+    before = np.cumsum(lengths) - lengths  # where each user's run begins in the output
+    positions = np.repeat(start - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
     return positions, np.repeat(distinct, lengths)
 
 
