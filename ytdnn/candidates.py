@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from ytdnn.config import route_overrides
-from ytdnn.features.text import tokenize, tokenize_many
+from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
@@ -205,16 +205,9 @@ class CandidateGenerator:
         token_counts = np.zeros(len(queries), np.int64)
         flat_queries = [q for user_queries in queries for q in user_queries]
         if f.tokens_ is not None and flat_queries:
-            # one query at a time, so no bigram spans two queries; a request's few queries in
-            # pure Python (the Arrow kernels cost ~3 ms a call), a log's in Arrow
-            if len(flat_queries) <= 64:
-                per_list = [tokenize(q) for q in flat_queries]
-                flat_tokens = pa.array([t for ts in per_list for t in ts], pa.string())
-                per_query = np.array([len(ts) for ts in per_list], np.int64)
-            else:
-                lists = tokenize_many(pa.array(flat_queries, pa.string()))
-                flat_tokens, per_query = lists.flatten(), np.diff(lists.offsets.to_numpy())
-            tokens = f.tokens_.encode(flat_tokens)
+            lists = tokenize_many(pa.array(flat_queries, pa.string()))  # one query at a time: no
+            tokens = f.tokens_.encode(lists.flatten())  # bigram spans two queries
+            per_query = np.diff(lists.offsets.to_numpy())
             owner = np.repeat(np.arange(len(queries)), [len(q) for q in queries])
             token_counts = np.bincount(owner, weights=per_query, minlength=len(queries)).astype(np.int64)
             token_times = np.zeros(len(tokens), np.int64)

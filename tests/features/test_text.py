@@ -32,7 +32,8 @@ def test_unigrams_in_order_then_bigrams_in_order():
 )
 def test_tokenize_cases(query, expected):
     assert tokenize(query) == expected
-    assert tokenize_many([query]).to_pylist() == [expected]
+    assert tokenize_many([query]).to_pylist() == [expected]  # a request's few queries: pure Python
+    assert tokenize_many([query] * 100).to_pylist() == [expected] * 100  # a log's: Arrow kernels
 
 
 def test_bigrams_can_be_turned_off():
@@ -55,6 +56,9 @@ def test_tokenize_many_layout_offsets_and_values():
     assert result.type == pa.list_(pa.string())
     assert result.offsets.to_pylist() == [0, 3, 3, 3, 4]  # a null query -> no tokens
     assert result.values.to_pylist() == ["b", "a", "b a", "c"]
+    large = tokenize_many(["b a", None, "", "c"] * 50)  # the Arrow path lays rows out alike
+    assert large.type == pa.list_(pa.string())
+    assert large.offsets.to_pylist()[:5] == [0, 3, 3, 3, 4] and large.values.to_pylist()[:4] == ["b", "a", "b a", "c"]
 
 
 def test_tokenize_many_accepts_every_container():

@@ -142,15 +142,15 @@ class RankingFeaturizer:
         )
 
     def _history(self, generator, streams: EventStreams) -> np.ndarray:
-        """[W] ranker ids of the streams' watches; the mapping of a whole training log (millions
-        of watches) is kept for the next request, which serves from the same streams."""
+        """[W] ranker ids of the streams' watches. The generator's own training log (millions of
+        watches) is mapped once and kept: every request that serves from it needs the same map."""
+        if streams is not generator.streams_:  # a request's fresh histories: small, new each time
+            return self.item_map(generator)[streams.watch_items]
         cached = getattr(self, "_history_cache", None)
-        if cached is not None and cached[0] is streams and cached[1] is streams.watch_items and cached[2] is generator:
-            return cached[3]
-        history = self.item_map(generator)[streams.watch_items]
-        if len(history) > 100_000:
-            self._history_cache = (streams, streams.watch_items, generator, history)
-        return history
+        if cached is None or cached[0] is not streams:
+            cached = (streams, self.item_map(generator)[streams.watch_items])
+            self._history_cache = cached
+        return cached[1]
 
     def check_generator(self, generator) -> None:
         """Raise unless ``generator`` encodes user features as the one the ranker was fitted with."""

@@ -73,6 +73,9 @@ def _words(text: str) -> list[str]:
     return words
 
 
+_SMALL_INPUT = 64  # up to this many queries, pure Python beats the Arrow kernels' fixed cost
+
+
 def tokenize_many(queries: Any, bigrams: bool = True) -> pa.ListArray:
     """Vectorized ``tokenize``: [Q] queries -> list<string> array [Q] of tokens.
 
@@ -82,6 +85,9 @@ def tokenize_many(queries: Any, bigrams: bool = True) -> pa.ListArray:
     ``offsets = result.offsets`` ([Q + 1]), ready for ``Vocabulary.encode(result.values)``.
     """
     column = _as_string_column(queries)
+    if len(column) <= _SMALL_INPUT:  # a request's few queries: the Arrow kernels cost ~3 ms a call
+        lists = [tokenize(q, bigrams) if q is not None else [] for q in column.to_pylist()]
+        return pa.array(lists, type=pa.list_(pa.string()))
     parts = [_tokenize_chunk(chunk, bigrams) for chunk in column.chunks]
     if not parts:
         return pa.array([], type=pa.list_(pa.string()))
