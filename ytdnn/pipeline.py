@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.config import route_overrides
+from ytdnn.data.schema import DataError
 from ytdnn.ranking import Ranker
 
 FORMAT_VERSION = 1
@@ -239,17 +241,34 @@ def ranker_configs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] | None = None,
                out_dir: str | Path | None = None) -> Ranker:
-    """A Ranker for ``generator`` on the dataset's impressions, or, for logs without impressions,
-    on pages built from the generator's own top N (``samples.impressions``)."""
-    from ytdnn.samples.impressions import impressions_from_candidates
+    """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
+    generator's top N (``samples.impressions``; ``configs["impressions"].source``). With
+    ``last_watches`` set, the pages come from a stacking generator that never saw their positives,
+    and the ranker learns its features from that one (it serves behind ``generator``)."""
+    from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
 
     configs = configs or ranker_configs()
-    impressions, logged = dataset.impressions, True
-    if impressions is None or len(impressions) == 0:
-        impressions, logged = impressions_from_candidates(
-            generator, dataset.watches, configs["impressions"], dataset.searches, dataset.users), False
+    cfg = configs["impressions"]
+    logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
+    source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
+    if source in ("logged", "both") and logged is None:
+        raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
+    pages, parts = generator, []
+    if source in ("built", "both"):
+        if cfg.last_watches is not None:
+            pages = stacking_generator(generator, dataset, cfg.last_watches)
+        parts.append(impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users))
+    if source in ("logged", "both"):
+        first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
+        dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
+        parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
+                                       pa.array(dense + first_page, pa.int64())))  # apart from built pages
+    impressions = pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
+    own = pages is generator  # else the features need the whole log, not the stacking generator's
     return Ranker(configs["model"], configs["train"]).fit(
-        generator, impressions, items=dataset.items, out_dir=out_dir, log_impressions=logged)
+        pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
+        None if own else dataset.users, items=dataset.items, out_dir=out_dir,
+        log_impressions=False if logged is None or source == "built" else logged)
 
 
 def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,

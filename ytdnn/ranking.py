@@ -54,7 +54,7 @@ class Ranker:
     def fit(self, generator, impressions: pa.Table, watches: pa.Table | None = None,
             searches: pa.Table | None = None, users: pa.Table | None = None, items: pa.Table | None = None,
             validate=None, out_dir: str | Path | None = None, resume: bool = True, on_log=None,
-            log_impressions: bool = True) -> Ranker:
+            log_impressions: bool | pa.Table = True) -> Ranker:
         """Train on ``impressions`` with features from ``generator`` (a fitted CandidateGenerator).
 
         watches / searches / users: the log the histories come from; None = the generator's own
@@ -68,7 +68,7 @@ class Ranker:
         item_ids = pa.chunked_array(watched.chunks + impressions.column("item_id").chunks)
         cfg = self.model_cfg
         self.featurizer_ = RankingFeaturizer(cfg.max_items, cfg.use_powers, cfg.num_quantiles).fit(
-            item_ids, impressions if log_impressions else impressions.slice(0, 0), items,
+            item_ids, _shown(impressions, log_impressions), items,
             generator.featurizer_.user_features_.to_dict())
         self.featurizer_.set_watch_log(self.featurizer_.item_map(generator)[streams.watch_items], streams.watch_times)
         queries = self._queries(generator, streams, impressions)
@@ -261,3 +261,9 @@ def _watched_ids(generator) -> pa.ChunkedArray:
     vocab = generator.featurizer_.items_
     tokens = pa.array(vocab.tokens_, type=pa.int64() if vocab.token_type_ == "int" else pa.string())
     return pa.chunked_array([tokens.take(pa.array(np.repeat(np.arange(len(vocab.tokens_)), vocab.counts_)))])
+
+
+def _shown(impressions: pa.Table, log_impressions: bool | pa.Table) -> pa.Table:
+    if isinstance(log_impressions, pa.Table):
+        return log_impressions
+    return impressions if log_impressions else impressions.slice(0, 0)

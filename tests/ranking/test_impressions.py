@@ -6,10 +6,15 @@ import pytest
 import torch
 
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.data.schema import IMPRESSIONS, DataError, validate_table
+from ytdnn.data.schema import IMPRESSIONS, DataError, Dataset, validate_table
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.samples.candidate import ExampleConfig
-from ytdnn.samples.impressions import ImpressionConfig, impressions_from_candidates
+from ytdnn.samples.impressions import (
+    ImpressionConfig,
+    drop_last_watches,
+    impressions_from_candidates,
+    stacking_generator,
+)
 from ytdnn.train.config import TrainConfig
 
 
@@ -98,8 +103,27 @@ def test_subsampled_negatives_and_last_watch_requests(built):
         assert t in sorted(last[u])[-3:]
 
 
+def test_drop_last_watches_keeps_the_rest_in_row_order():
+    watches = pa.table({"user_id": ["a", "a", "b", "a", "a"], "item_id": pa.array([7, 2, 5, 9, 4], pa.int64()),
+                        "timestamp": pa.array([5, 1, 8, 3, 3], pa.int64())})
+    # a in (time, item) order: (1, 2) (3, 4) (3, 9) (5, 7); b has one watch
+    kept = drop_last_watches(watches, 2)
+    assert kept.to_pydict() == {"user_id": ["a", "a"], "item_id": [2, 4], "timestamp": [1, 3]}
+    assert drop_last_watches(watches, 0).equals(watches)
+
+
+def test_stacking_generator_never_sees_the_last_watches(built):
+    watches, _, _, gen = built
+    stacked = stacking_generator(gen, Dataset(watches), 3)
+    assert len(stacked.streams_.watch_items) == len(watches) - 3 * 12  # every user has 8 watches
+    assert stacked.model_cfg == gen.model_cfg and stacked.example_cfg == gen.example_cfg
+    assert len(stacked.history_.epochs) == len(gen.history_.epochs)
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError):
         ImpressionConfig(num_candidates=0)
     with pytest.raises(ValueError):
         ImpressionConfig(negatives_per_page=0)
+    with pytest.raises(ValueError, match="source"):
+        ImpressionConfig(source="shown")

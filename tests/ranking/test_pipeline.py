@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.data.schema import DataError, Dataset
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
-from ytdnn.pipeline import Recommender, ranker_configs, train_ranker
+from ytdnn.pipeline import Recommender, fit_ranker, ranker_configs, train_ranker
 from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.ranking import candidate_features
@@ -119,6 +120,26 @@ def test_a_ranker_trained_next_to_a_candidates_directory_is_loaded_with_it(tiny,
     assert list(loaded.recommend(USERS[0], k=3).stages) == ["ranker"] * 3
     with pytest.raises(ValueError, match="unknown setting"):
         ranker_configs({"towr": "256"})
+
+
+def test_fit_ranker_learns_from_logged_built_or_both_pages(tiny):
+    d, gen, _ = tiny
+    small = {"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1, "num_candidates": 20,
+             "negatives_per_page": 5, "requests_per_user": 2}
+    logged = fit_ranker(gen, d, ranker_configs({**small, "source": "logged"}))
+    built = fit_ranker(gen, d, ranker_configs({**small, "source": "built", "last_watches": 5}))
+    both = fit_ranker(gen, d, ranker_configs({**small, "source": "both", "last_watches": 5}))
+    examples = {name: r.history_.epochs[0]["examples"] for name, r in
+                {"logged": logged, "built": built, "both": both}.items()}
+    assert examples["logged"] == len(d.impressions)
+    assert examples["both"] == examples["logged"] + examples["built"]
+    # only really shown pages count as "shown before" (built pages overlap: that would leak labels)
+    assert len(logged.featurizer_.log_items_) == len(both.featurizer_.log_items_) == len(d.impressions)
+    assert len(built.featurizer_.log_items_) == 0
+    for ranker in (built, both):  # learned behind a stacking generator, served behind gen
+        assert list(Recommender(gen, ranker, 30).recommend(USERS[0], k=3).stages) == ["ranker"] * 3
+    with pytest.raises(DataError, match="needs a log with impressions"):
+        fit_ranker(gen, Dataset(d.watches, d.searches), ranker_configs({**small, "source": "both"}))
 
 
 def _stored_history(d, user):

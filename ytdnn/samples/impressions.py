@@ -13,7 +13,12 @@ Leakage: a generator trained on the same watches has learned the positives as la
 score is sharper on training pages than it will be when serving, and a ranker learns to trust it
 too much. Stacking avoids that: train a generator without each user's last n watches, build the
 pages with it at requests among those last n (``last_watches=n``), train the ranker on them, and
-serve it behind the generator trained on everything (bench/ranking.py does this for ml-100k).
+serve it behind the generator trained on everything. ``pipeline.fit_ranker`` does this whenever
+``last_watches`` is set; ``stacking_generator`` trains the generator that never saw them.
+
+A log with impressions of its own (the synthetic world) can still learn from built pages
+(``source``): its logged pages come from whatever policy served them then, while the ranker will
+order the candidate generator's top N, the pages that built impressions reproduce.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.ranking import history_end
 from ytdnn.samples.streams import windows
 
+SOURCES = ("auto", "logged", "built", "both")
+
 
 @dataclasses.dataclass(frozen=True)
 class ImpressionConfig(Config):
@@ -44,9 +51,14 @@ class ImpressionConfig(Config):
     # Requests only among each user's last n watches (None = any): with a generator trained
     # without them, the generator's score on the positives is not memorised (stacking).
     last_watches: int | None = None
+    # What the ranker learns from: "logged" (the log's impressions), "built" (pages built as
+    # above), "both", or "auto": logged when the log has impressions, else built.
+    source: str = "auto"
     seed: int = 0
 
     def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if min(self.num_candidates, self.horizon, self.requests_per_user) < 1:
             raise ValueError("num_candidates, horizon and requests_per_user must be >= 1")
         for name in ("negatives_per_page", "last_watches"):
@@ -86,6 +98,31 @@ def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionCon
         "page_id": pa.array(page, pa.int64()),
     })
     return validate_table(table, IMPRESSIONS, source="<impressions from candidates>")
+
+
+def drop_last_watches(watches: pa.Table, n: int) -> pa.Table:
+    """Each user's watches but the last n by (timestamp, item id), in the input's row order."""
+    users = np.unique(watches.column("user_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
+    items = np.unique(watches.column("item_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
+    order = np.lexsort((items, watches.column("timestamp").to_numpy(), users))
+    counts = np.bincount(users)
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return watches.filter(pa.array(position < counts[users] - n))
+
+
+def stacking_generator(generator, dataset, n: int):
+    """A generator with ``generator``'s configs, trained on ``dataset`` without each user's last n
+    watches, for as many epochs as ``generator`` ran (no validation: it stops where that one did)."""
+    from ytdnn.candidates import CandidateGenerator
+
+    history = getattr(generator, "history_", None)
+    epochs = history.best_epoch + 1 if history is not None and history.best_epoch is not None else None
+    train = generator.train_cfg.replace(monitor=None, patience=None,
+                                        max_epochs=epochs or generator.train_cfg.max_epochs)
+    return CandidateGenerator(generator.model_cfg, generator.example_cfg, train,
+                              generator.max_items, generator.max_tokens).fit(
+        drop_last_watches(dataset.watches, n), dataset.searches, dataset.users, items=dataset.items)
 
 
 def _stream_watch_times(generator, watches: pa.Table, streams) -> np.ndarray:
