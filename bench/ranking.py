@@ -22,7 +22,11 @@ biases the rank feature (0.0294), and regularising helps: one epoch 0.0705, drop
 epochs 0.0705 with HR@100 0.6055 (retrieval 0.597), which is the setting used. With the
 generator tuned since (retrieval-only 0.0794 on validation): the score skip 0.0807; unweighted
 (every positive weighs 1 instead of its rating) 0.0823; the item's watches in the last week as a
-feature, weighted: 0.0886 (HR@10 0.175 vs 0.164), the setting used.
+feature, weighted: 0.0886 (HR@10 0.175 vs 0.164), the setting used. Since ``fit_ranker`` builds the
+pages (same settings): 0.0863, 0.0819, 0.0871, 0.0857 with impression and training seeds 0-3, so
+the seed moves the gain between +3% and +10%. Averaging the five seeds' rankers: 0.0890; but five
+copies in one model trained on one seed's pages: 0.0864 (0.0832 with online bagging), and 250
+instead of 50 negatives per page: 0.0823. Not adopted: five full rankers cost 5x at serving.
 
 Environment knobs (never set by `make bench`): YTDNN_BENCH_WORLD (preset, default "small"),
 YTDNN_BENCH_PARTS (comma-separated subset of "table1,synthetic,movielens,latency"),
