@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ytdnn.train import MultiOptimizer, TrainConfig, clip_grad_norm, learning_rate, make_optimizer
+from ytdnn.train.optim import RowAdam
 
 
 @pytest.mark.parametrize(("schedule", "min_lr_ratio", "expected"), [
@@ -66,7 +67,7 @@ def test_sparse_adam_splits_sparse_tables_from_dense_layers():
     optimizer = make_optimizer(model, TrainConfig(optimizer="sparse_adam", weight_decay=0.01))
     assert isinstance(optimizer, MultiOptimizer)
     sparse, dense = optimizer.optimizers
-    assert isinstance(sparse, torch.optim.SparseAdam) and isinstance(dense, torch.optim.Adam)
+    assert isinstance(sparse, RowAdam) and isinstance(dense, torch.optim.Adam)
     assert sparse.param_groups[0]["params"] == [model.items.weight]
     assert dense.param_groups[0]["params"] == [model.dense.weight, model.dense.bias]
     assert dense.param_groups[0]["weight_decay"] == 0.01
@@ -86,3 +87,26 @@ def test_optimizer_choices_that_cannot_work_are_refused():
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         make_optimizer(frozen, TrainConfig())
+
+
+def test_row_adam_is_adam_on_the_rows_a_step_touches_and_leaves_the_rest():
+    torch.manual_seed(0)
+    start = torch.randn(6, 3)
+    lazy, dense = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    row_adam, adam = RowAdam([lazy], lr=0.1), torch.optim.Adam([dense], lr=0.1)
+    rows = torch.tensor([[4, 1, 4]])  # row 4 twice: its gradients add up, as in a dense gradient
+    for step in range(3):
+        values = torch.randn(3, 3)
+        lazy.grad = torch.sparse_coo_tensor(rows, values, (6, 3))
+        dense.grad = lazy.grad.to_dense()
+        row_adam.step()
+        adam.step()
+    touched = [1, 4]
+    torch.testing.assert_close(lazy.data[touched], dense.data[touched], rtol=0, atol=1e-6)
+    untouched = [0, 2, 3, 5]
+    assert torch.equal(lazy.data[untouched], start[untouched])  # dense Adam would not move them either
+    assert row_adam.state[lazy]["step"] == 3
+    # a row seen only later starts its moments from zero, with the table's step count
+    lazy.grad = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.ones(1, 3), (6, 3))
+    row_adam.step()
+    assert torch.all(lazy.data[0] < start[0])

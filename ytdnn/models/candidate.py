@@ -27,7 +27,7 @@ class CandidateConfig(Config):
     # Sampled softmax with thousands of negatives (§3.1); None, or >= the corpus, = full softmax.
     num_negatives: int | None = 4096
     sampling_alpha: float = 0.75  # background q ∝ count**alpha; log-Q removes its bias
-    sparse_embeddings: bool = False  # sparse gradients for very large tables (SparseAdam)
+    sparse_embeddings: bool = False  # sparse gradients for very large tables (optimizer sparse_adam)
     # Feature groups, each can be switched off for the ablations of fig. 6.
     use_watches: bool = True
     use_searches: bool = True

@@ -107,19 +107,22 @@ def exclusion_mask(
     excluded_rows, excluded_ids: [X] (row, id) pairs; negatives: [N], duplicates allowed. Sorting
     the negatives finds every draw of an excluded id without an [X, N] comparison.
     """
+    mask = torch.zeros(num_rows, len(negatives), dtype=torch.bool, device=negatives.device)
+    mask[excluded_positions(excluded_rows, excluded_ids, negatives)] = True
+    return mask
+
+
+def excluded_positions(
+    excluded_rows: torch.Tensor, excluded_ids: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows [M], columns [M]) of every entry ``exclusion_mask`` sets, one per draw of an id."""
     order = torch.argsort(negatives)
     sorted_negatives = negatives[order]  # [N]
     first = torch.searchsorted(sorted_negatives, excluded_ids)  # [X]
     counts = torch.searchsorted(sorted_negatives, excluded_ids, right=True) - first  # [X] draws of each
     rows = torch.repeat_interleave(excluded_rows, counts)  # [M] one per masked entry
     starts = torch.repeat_interleave(first - (torch.cumsum(counts, 0) - counts), counts)
-    columns = order[starts + torch.arange(len(rows), device=negatives.device)]  # [M]
-    mask = torch.zeros(num_rows, len(negatives), dtype=torch.bool, device=negatives.device)
-    mask[rows, columns] = True
-    return mask
-
-
-_mask_accidental_hits = remove_accidental_hits  # the loss's keyword argument shadows the name
+    return rows, order[starts + torch.arange(len(rows), device=negatives.device)]
 
 
 def sampled_softmax_loss(
@@ -160,19 +163,23 @@ def sampled_softmax_loss(
     positive_embeddings = _lookup(item_embeddings, positives)  # [B, d]
     negative_embeddings = _lookup(item_embeddings, negatives)  # [N, d]
     positive_logits = (user_vectors * positive_embeddings).sum(-1)  # [B]
-    negative_logits = user_vectors @ negative_embeddings.T  # [B, N]
+    # Every per-negative term (bias, -log Q) is one [N] row added inside the matmul: each extra
+    # pass over the [B, N] logits costs about as much as the matmul's own output on 2 cores.
+    offset = -log_q_negatives.to(user_vectors.dtype)  # [N]
     if item_bias is not None:
         positive_logits = positive_logits + _lookup(item_bias, positives)
-        negative_logits = negative_logits + _lookup(item_bias, negatives)
-    negative_logits = log_q_correction(negative_logits, log_q_negatives)  # [B, N]
+        offset = offset + _lookup(item_bias, negatives)
+    negative_logits = torch.addmm(offset[None, :], user_vectors, negative_embeddings.T)  # [B, N]
     if log_q_positives is not None:
         positive_logits = log_q_correction(positive_logits, log_q_positives)  # [B]
-    if remove_accidental_hits:
-        negative_logits = _mask_accidental_hits(negative_logits, positives, negatives)
+    if remove_accidental_hits:  # in place, at the few hit positions only (addmm keeps no output)
+        rows = torch.arange(len(positives), device=positives.device)
+        hits = excluded_positions(rows, positives, negatives)
+        negative_logits = negative_logits.index_put_(hits, negative_logits.new_tensor(float("-inf")))
     if excluded is not None:
         negative_logits = negative_logits.masked_fill(excluded, float("-inf"))  # [B, N]
-    logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)  # [B, 1 + N]
-    return _weighted_mean(torch.logsumexp(logits, dim=1) - positive_logits, weights)
+    partition = torch.logaddexp(positive_logits, torch.logsumexp(negative_logits, dim=1))  # [B]
+    return _weighted_mean(partition - positive_logits, weights)
 
 
 def weighted_logistic_loss(

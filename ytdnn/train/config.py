@@ -29,7 +29,7 @@ class TrainConfig(Config):
         "adagrad"     torch.optim.Adagrad; accepts sparse embedding gradients, but then
                       weight_decay must be 0 (torch cannot decay a sparse gradient).
         "sparse_adam" for models whose big tables are `nn.Embedding(..., sparse=True)` /
-                      `nn.EmbeddingBag(..., sparse=True)`: torch.optim.SparseAdam updates only the
+                      `nn.EmbeddingBag(..., sparse=True)`: RowAdam (train/optim.py) updates only the
                       rows a batch touched (lazy Adam), plain Adam (with weight_decay) updates every
                       other parameter. weight_decay does not apply to the sparse tables.
     """
