@@ -35,7 +35,7 @@ import torch
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.config import route_overrides
 from ytdnn.data.schema import DataError
-from ytdnn.ranking import Ranker
+from ytdnn.ranking import Ranker, RankerBag, load_ranker
 
 FORMAT_VERSION = 1
 KIND = "ytdnn.recommender"
@@ -215,11 +215,11 @@ class Recommender:
             if config.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"model directory format {config.get('format_version')} is not {FORMAT_VERSION}")
             generator = CandidateGenerator.load(directory / config["candidates"])
-            ranker = Ranker.load(directory / config["ranker"]) if config.get("ranker") else None
+            ranker = load_ranker(directory / config["ranker"]) if config.get("ranker") else None
             n = config["num_candidates"]
         else:  # a candidate generator's own directory
             generator = CandidateGenerator.load(directory)
-            ranker = Ranker.load(directory / "ranker") if (directory / "ranker" / "config.json").exists() else None
+            ranker = load_ranker(directory / "ranker") if (directory / "ranker" / "config.json").exists() else None
             n = 500
         return cls(generator, ranker, num_candidates if num_candidates is not None else n)
 
@@ -240,12 +240,14 @@ def ranker_configs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] | None = None,
-               out_dir: str | Path | None = None) -> Ranker:
+               out_dir: str | Path | None = None) -> Ranker | RankerBag:
     """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
     generator's top N (``samples.impressions``; ``configs["impressions"].source``). With
     ``last_watches`` set, the pages come from a stacking generator that never saw their positives,
-    and the ranker learns its features from that one (it serves behind ``generator``)."""
-    from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
+    and the ranker learns its features from that one (it serves behind ``generator``). With
+    ``samples`` > 1, that many rankers on pages built with seeds seed, seed + 1, ... (training
+    seeds likewise), served as one RankerBag."""
+    from ytdnn.samples.impressions import stacking_generator
 
     configs = configs or ranker_configs()
     cfg = configs["impressions"]
@@ -253,22 +255,33 @@ def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] |
     source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
     if source in ("logged", "both") and logged is None:
         raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
-    pages, parts = generator, []
-    if source in ("built", "both"):
-        if cfg.last_watches is not None:
-            pages = stacking_generator(generator, dataset, cfg.last_watches)
-        parts.append(impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users))
-    if source in ("logged", "both"):
+    built = source in ("built", "both")
+    pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
+    own = pages is generator  # else the features need the whole log, not the stacking generator's
+    rankers = []
+    for k in range(cfg.samples if built else 1):
+        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built,
+                                          logged if source != "built" else None)
+        train = configs["train"].replace(seed=configs["train"].seed + k)
+        member_dir = out_dir if out_dir is None or cfg.samples == 1 else Path(out_dir) / f"member-{k}"
+        rankers.append(Ranker(configs["model"], train).fit(
+            pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
+            None if own else dataset.users, items=dataset.items, out_dir=member_dir,
+            log_impressions=False if logged is None or source == "built" else logged))
+    return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
+
+
+def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None) -> pa.Table:
+    """Built pages and/or the logged impressions as one table, page ids kept apart."""
+    from ytdnn.samples.impressions import impressions_from_candidates
+
+    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users)] if built else []
+    if logged is not None:
         first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
         dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
         parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
-                                       pa.array(dense + first_page, pa.int64())))  # apart from built pages
-    impressions = pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
-    own = pages is generator  # else the features need the whole log, not the stacking generator's
-    return Ranker(configs["model"], configs["train"]).fit(
-        pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
-        None if own else dataset.users, items=dataset.items, out_dir=out_dir,
-        log_impressions=False if logged is None or source == "built" else logged)
+                                       pa.array(dense + first_page, pa.int64())))
+    return pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
 
 
 def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,

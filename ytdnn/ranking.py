@@ -10,6 +10,10 @@ A fitted ranker is saved as a model directory, loaded without unpickling anythin
     config.json            format version, the ranker and train configs, the model's sizes
     ranker.safetensors     the weights
     features/              item vocabulary and features, quantiles, impression log (JSON, .npz)
+
+A RankerBag (rankers trained on different samples of pages, ``ImpressionConfig.samples``) is a
+directory with a config.json of kind "ytdnn.ranker-bag" and one ranker directory per member
+(member-0/, member-1/, ...). ``load_ranker`` reads either.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 1
 KIND = "ytdnn.ranker"
+BAG_KIND = "ytdnn.ranker-bag"
 SCORE = CONTINUOUS_FEATURES.index("candidate_score")  # the raw column that feeds the score skip
 
 
@@ -267,3 +272,57 @@ def _shown(impressions: pa.Table, log_impressions: bool | pa.Table) -> pa.Table:
     if isinstance(log_impressions, pa.Table):
         return log_impressions
     return impressions if log_impressions else impressions.slice(0, 0)
+
+
+class RankerBag:
+    """Rankers trained on different samples of pages, served as one: a candidate's logit is the
+    mean of theirs (its score the geometric mean of their expected watch times). It offers what
+    the Recommender uses of a Ranker. Averaging removes the variance a single sample of pages
+    leaves: on ml-100k validation the seed alone moved NDCG@10 between 0.082 and 0.087, and five
+    rankers averaged scored 0.0890 (bench/ranking.py)."""
+
+    def __init__(self, rankers: list[Ranker]):
+        if not rankers:
+            raise ValueError("a RankerBag needs at least one ranker")
+        self.rankers = rankers
+
+    # every member was fitted with the same generator configs: the first speaks for all
+    featurizer_ = property(lambda self: self.rankers[0].featurizer_)
+    model_cfg = property(lambda self: self.rankers[0].model_cfg)
+    history_ = property(lambda self: self.rankers[0].history_)
+
+    def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
+                        scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
+                        timings: dict | None = None, known_users: np.ndarray | None = None) -> np.ndarray:
+        """Ranker.rank_candidates of every member combined: float64 [B, N], -inf at empty slots.
+        timings: each stage's seconds summed over the members."""
+        total, logs = {}, []
+        for ranker in self.rankers:
+            member: dict = {}
+            ewt = ranker.rank_candidates(generator, streams, user_rows, candidates, scores, ranks, now,
+                                         member, known_users)
+            logs.append(np.log(np.where(ewt > 0, ewt, 1.0)))
+            for stage, seconds in member.items():
+                total[stage] = total.get(stage, 0.0) + seconds
+        if timings is not None:
+            timings.update(total)
+        return np.where(ewt > 0, np.exp(np.mean(logs, axis=0)), -np.inf)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format_version": FORMAT_VERSION, "kind": BAG_KIND, "members": len(self.rankers)}
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for i, ranker in enumerate(self.rankers):
+            ranker.save(directory / f"member-{i}")
+        return directory
+
+
+def load_ranker(directory: str | Path) -> Ranker | RankerBag:
+    """A ranker directory or a RankerBag directory."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if config_file.exists() and json.loads(config_file.read_text()).get("kind") == BAG_KIND:
+        members = json.loads(config_file.read_text())["members"]
+        return RankerBag([Ranker.load(directory / f"member-{i}") for i in range(members)])
+    return Ranker.load(directory)

@@ -13,7 +13,7 @@ from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.pipeline import Recommender, fit_ranker, ranker_configs, train_ranker
-from ytdnn.ranking import Ranker
+from ytdnn.ranking import Ranker, RankerBag
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.ranking import candidate_features
 from ytdnn.train.config import TrainConfig
@@ -140,6 +140,30 @@ def test_fit_ranker_learns_from_logged_built_or_both_pages(tiny):
         assert list(Recommender(gen, ranker, 30).recommend(USERS[0], k=3).stages) == ["ranker"] * 3
     with pytest.raises(DataError, match="needs a log with impressions"):
         fit_ranker(gen, Dataset(d.watches, d.searches), ranker_configs({**small, "source": "both"}))
+
+
+def test_samples_train_a_bag_served_by_the_members_mean_logit_and_saved_with_the_model(tiny, tmp_path):
+    d, gen, _ = tiny
+    configs = ranker_configs({"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1,
+                              "num_candidates": 20, "negatives_per_page": 5, "requests_per_user": 2,
+                              "source": "built", "samples": 2, "seed": 3})
+    bag = fit_ranker(gen, d, configs)
+    assert isinstance(bag, RankerBag) and [r.train_cfg.seed for r in bag.rankers] == [3, 4]
+    rows, candidates, scores, ranks = Recommender(gen, None, 30)._retrieve(USERS, 30, {})
+    now = gen.featurizer_.window_end_ + 1
+    members = [r.rank_candidates(gen, gen.streams_, rows, candidates, scores, ranks, now) for r in bag.rankers]
+    assert not np.allclose(members[0], members[1])  # different pages, different rankers
+    timings = {}
+    combined = bag.rank_candidates(gen, gen.streams_, rows, candidates, scores, ranks, now, timings)
+    np.testing.assert_allclose(combined, np.sqrt(members[0] * members[1]), rtol=1e-12)  # exp(mean logit)
+    assert set(timings) == {"ranker_features", "ranker_model"}
+    rec = Recommender(gen, bag, 30)
+    rec.save(tmp_path / "model")
+    again = Recommender.load(tmp_path / "model")
+    assert isinstance(again.ranker, RankerBag) and len(again.ranker.rankers) == 2
+    for a, b in zip(rec.recommend_batch(USERS, k=5), again.recommend_batch(USERS, k=5)):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-12)
 
 
 def _stored_history(d, user):

@@ -54,13 +54,17 @@ class ImpressionConfig(Config):
     # What the ranker learns from: "logged" (the log's impressions), "built" (pages built as
     # above), "both", or "auto": logged when the log has impressions, else built.
     source: str = "auto"
+    # Built pages only: train this many rankers on pages drawn with seeds seed, seed + 1, ... and
+    # serve them as one (ranking.RankerBag). On ml-100k, 5 turned +3..+10% into +12% on
+    # validation, at 5x the ranker's serving cost.
+    samples: int = 1
     seed: int = 0
 
     def validate(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if min(self.num_candidates, self.horizon, self.requests_per_user) < 1:
-            raise ValueError("num_candidates, horizon and requests_per_user must be >= 1")
+        if min(self.num_candidates, self.horizon, self.requests_per_user, self.samples) < 1:
+            raise ValueError("num_candidates, horizon, requests_per_user and samples must be >= 1")
         for name in ("negatives_per_page", "last_watches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be None or >= 1")
