@@ -164,7 +164,7 @@ def run_demo(preset: str = "small", out_dir: Path = Path("demo_out")) -> list[Re
     gen, record = train_candidates(world, split, out_dir)
     records.append(record)
 
-    step("5/7 ranker: pages of the generator's top 500, positives weighted by watch time, exp(logit) = expected watch time")
+    step("5/7 ranker: weighted logistic regression on pages of the generator's top 500, positives weighted by watch time")
     train_end = int(pc.min(world.dataset.watches.take(split.stage("test").target.rows)["timestamp"]).as_py())
     ranker, seconds = train_ranker(world, gen, train_end)
     rec = Recommender(gen, ranker, NUM_CANDIDATES)

@@ -322,7 +322,7 @@ def load_ranker(directory: str | Path) -> Ranker | RankerBag:
     """A ranker directory or a RankerBag directory."""
     directory = Path(directory)
     config_file = directory / "config.json"
-    if config_file.exists() and json.loads(config_file.read_text()).get("kind") == BAG_KIND:
-        members = json.loads(config_file.read_text())["members"]
-        return RankerBag([Ranker.load(directory / f"member-{i}") for i in range(members)])
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if config.get("kind") == BAG_KIND:
+        return RankerBag([Ranker.load(directory / f"member-{i}") for i in range(config["members"])])
     return Ranker.load(directory)

@@ -90,13 +90,15 @@ def log_q_correction(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 def remove_accidental_hits(
     logits: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
 ) -> torch.Tensor:
-    """Set logits[b, n] = -inf where negatives[n] == positives[b]; other entries are untouched.
+    """Set logits[b, n] = -inf, in place, where negatives[n] == positives[b]; returns ``logits``.
 
-    logits: [B, N]; positives: [B]; negatives: [N]. Returns [B, N]. A sampled negative that is the
-    row's own positive would otherwise push the model away from the right answer.
+    logits: [B, N]; positives: [B]; negatives: [N]. A sampled negative that is the row's own
+    positive would otherwise push the model away from the right answer. Only the few hit positions
+    are written (found by ``excluded_positions``): a copy of the [B, N] logits costs about as much
+    as the matmul that made them.
     """
-    hits = positives[:, None] == negatives[None, :]  # [B, N]
-    return logits.masked_fill(hits, float("-inf"))
+    rows = torch.arange(len(positives), device=positives.device)
+    return logits.index_put_(excluded_positions(rows, positives, negatives), logits.new_tensor(float("-inf")))
 
 
 def exclusion_mask(
@@ -123,6 +125,9 @@ def excluded_positions(
     rows = torch.repeat_interleave(excluded_rows, counts)  # [M] one per masked entry
     starts = torch.repeat_interleave(first - (torch.cumsum(counts, 0) - counts), counts)
     return rows, order[starts + torch.arange(len(rows), device=negatives.device)]
+
+
+_mask_accidental_hits = remove_accidental_hits  # the loss's keyword argument shadows the name
 
 
 def sampled_softmax_loss(
@@ -172,10 +177,8 @@ def sampled_softmax_loss(
     negative_logits = torch.addmm(offset[None, :], user_vectors, negative_embeddings.T)  # [B, N]
     if log_q_positives is not None:
         positive_logits = log_q_correction(positive_logits, log_q_positives)  # [B]
-    if remove_accidental_hits:  # in place, at the few hit positions only (addmm keeps no output)
-        rows = torch.arange(len(positives), device=positives.device)
-        hits = excluded_positions(rows, positives, negatives)
-        negative_logits = negative_logits.index_put_(hits, negative_logits.new_tensor(float("-inf")))
+    if remove_accidental_hits:  # in place: addmm keeps no output for its backward
+        negative_logits = _mask_accidental_hits(negative_logits, positives, negatives)
     if excluded is not None:
         negative_logits = negative_logits.masked_fill(excluded, float("-inf"))  # [B, N]
     partition = torch.logaddexp(positive_logits, torch.logsumexp(negative_logits, dim=1))  # [B]

@@ -247,6 +247,7 @@ class CandidateExamples:
         num_labels = np.bincount(label_users, minlength=s.num_users)  # [U]
         label_start = np.r_[0, np.cumsum(num_labels)[:-1]]  # [U] into label_pos
         contexts = rng.permutation(np.flatnonzero(num_labels))
+        span = int(stream.max(initial=0)) + 1  # (row, item) keys of the exclusions, once per epoch
         for start in range(0, len(contexts), batch_size):
             u = contexts[start : start + batch_size]  # [B]
             pos, _ = windows(label_pos, label_start[u], label_start[u] + num_labels[u], None)  # [L]
@@ -257,21 +258,21 @@ class CandidateExamples:
             rows = np.repeat(np.arange(len(u)), num_labels[u])  # [L]
             batch.label_rows = torch.from_numpy(rows)
             if cfg.holdout_exclude_kept:
-                batch.excluded_rows, batch.excluded_ids = _kept_not_labels(stream, s.watch_offsets[u], num_kept[u], rows, stream[pos])
+                batch.excluded_rows, batch.excluded_ids = _kept_not_labels(
+                    stream, s.watch_offsets[u], num_kept[u], rows, stream[pos], span)
             if cfg.holdout_weighting == "user":
                 batch.label_weights = torch.from_numpy(np.repeat(1.0 / num_labels[u], num_labels[u]).astype(np.float32))
             yield batch
 
 
-def _kept_not_labels(stream, starts, num_kept, label_rows, labels) -> tuple[torch.Tensor, torch.Tensor]:
+def _kept_not_labels(stream, starts, num_kept, label_rows, labels, span: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows [X], ids [X]) of the B users' kept watches, less the items that are also one of that
     row's labels (a repeated watch held out once and kept once stays a positive, never -inf).
 
-    starts, num_kept: [B]; label_rows, labels: [L].
+    starts, num_kept: [B]; label_rows, labels: [L]; span: more than the largest item id.
     """
     ids, _ = windows(stream, starts, starts + num_kept, None)  # [X']
     rows = np.repeat(np.arange(len(starts)), num_kept)  # [X']
-    span = int(stream.max(initial=0)) + 1
     keep = ~np.isin(rows * span + ids, label_rows * span + labels)
     return torch.from_numpy(rows[keep]), torch.from_numpy(ids[keep])
 
