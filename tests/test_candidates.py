@@ -9,6 +9,7 @@ from ytdnn.candidates import CandidateGenerator
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.train.config import TrainConfig
+from ytdnn.train.optim import make_optimizer
 
 NUM_USERS, ITEMS_PER_CLUSTER = 60, 15
 
@@ -70,6 +71,29 @@ def test_recovers_the_planted_clusters_and_excludes_watched(trained):
     for u, items in zip(north, items_n):
         seen = set(np.asarray(watches.filter(pa.compute.equal(watches["user_id"], u))["item_id"]))
         assert not seen & set(items.tolist())
+
+
+def test_sampled_softmax_trains_sparse_tables_by_default_and_still_finds_the_clusters():
+    watches, users = two_clusters(seed=3)
+    gen = small_generator(num_negatives=8).fit(watches, users=users)
+    model = gen.model_
+    assert model.watch_bag.sparse and model.item_embeddings.sparse and model.item_bias.sparse
+    assert [type(o).__name__ for o in make_optimizer(model, gen.train_cfg).optimizers] == ["RowAdam", "Adam"]
+    items, _ = gen.retrieve(np.arange(0, 30), k=5)
+    assert cluster_share(items, 100) >= 0.9
+
+
+@pytest.mark.parametrize(("model", "sparse"), [
+    ({}, False),  # full softmax: every row gets a gradient anyway
+    ({"num_negatives": 8, "sparse_embeddings": False}, False),
+    ({"sparse_embeddings": True}, True),
+])
+def test_sparse_tables_follow_the_softmax_unless_set(model, sparse):
+    watches, users = two_clusters(seed=3)
+    gen = small_generator(**model)
+    gen.train_cfg = gen.train_cfg.replace(max_epochs=1)
+    gen.fit(watches, users=users)
+    assert gen.model_.watch_bag.sparse is sparse and gen.model_.item_embeddings.sparse is sparse
 
 
 def test_cold_start_user_is_placed_by_user_features(trained):

@@ -110,3 +110,12 @@ def test_row_adam_is_adam_on_the_rows_a_step_touches_and_leaves_the_rest():
     lazy.grad = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.ones(1, 3), (6, 3))
     row_adam.step()
     assert torch.all(lazy.data[0] < start[0])
+
+
+def test_auto_optimizer_is_row_adam_on_sparse_tables_and_adam_otherwise():
+    auto = TrainConfig()
+    assert auto.optimizer == "auto"
+    optimizer = make_optimizer(Mixed(), auto)
+    assert isinstance(optimizer, MultiOptimizer)
+    assert [type(o) for o in optimizer.optimizers] == [RowAdam, torch.optim.Adam]
+    assert type(make_optimizer(nn.Linear(2, 2), auto)) is torch.optim.Adam

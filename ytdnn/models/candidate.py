@@ -27,7 +27,10 @@ class CandidateConfig(Config):
     # Sampled softmax with thousands of negatives (§3.1); None, or >= the corpus, = full softmax.
     num_negatives: int | None = 4096
     sampling_alpha: float = 0.75  # background q ∝ count**alpha; log-Q removes its bias
-    sparse_embeddings: bool = False  # sparse gradients for very large tables (optimizer sparse_adam)
+    # Sparse gradients for the item tables. None: sparse exactly when the softmax is sampled, where
+    # a step touches only the bags' and the sampled rows; a dense Adam step rewrites every row and
+    # took 40% of the step on 45k items (bench/results/speed.md). Full softmax touches all rows.
+    sparse_embeddings: bool | None = None
     # Feature groups, each can be switched off for the ablations of fig. 6.
     use_watches: bool = True
     use_searches: bool = True
@@ -66,7 +69,8 @@ class CandidateModel(nn.Module):
     def __init__(self, cfg: CandidateConfig, sizes: CandidateSizes, item_counts: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.sizes = cfg, sizes
-        sparse = cfg.sparse_embeddings
+        sampled = cfg.num_negatives is not None and cfg.num_negatives < sizes.num_items - 1
+        sparse = sampled if cfg.sparse_embeddings is None else cfg.sparse_embeddings
         self.watch_bag = mean_bag(sizes.num_items, cfg.embedding_dim, sparse)
         self.search_bag = mean_bag(sizes.num_tokens, cfg.embedding_dim, sparse) if cfg.use_searches else None
         self.user_embeddings = nn.ModuleList(
@@ -86,7 +90,7 @@ class CandidateModel(nn.Module):
         if self.item_bias is not None:
             nn.init.zeros_(self.item_bias.weight)
         self.sampler = None
-        if cfg.num_negatives is not None and cfg.num_negatives < sizes.num_items - 1:
+        if sampled:
             counts = np.ones(sizes.num_items) if item_counts is None else item_counts
             self.sampler = NegativeSampler(counts, cfg.num_negatives, alpha=cfg.sampling_alpha)
 

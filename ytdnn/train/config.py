@@ -7,7 +7,7 @@ import math
 
 from ytdnn.config import Config
 
-OPTIMIZERS = ("adam", "adagrad", "sparse_adam")
+OPTIMIZERS = ("auto", "adam", "adagrad", "sparse_adam")
 LR_SCHEDULES = ("constant", "cosine", "linear_decay")
 MONITOR_MODES = ("max", "min")
 
@@ -25,6 +25,7 @@ class TrainConfig(Config):
     """Settings of `ytdnn.train.fit`, shared by the candidate generator and the ranker.
 
     optimizer:
+        "auto"        "sparse_adam" when the model has sparse tables, else "adam".
         "adam"        torch.optim.Adam over all parameters (dense gradients only).
         "adagrad"     torch.optim.Adagrad; accepts sparse embedding gradients, but then
                       weight_decay must be 0 (torch cannot decay a sparse gradient).
@@ -34,7 +35,7 @@ class TrainConfig(Config):
                       other parameter. weight_decay does not apply to the sparse tables.
     """
 
-    optimizer: str = "adam"
+    optimizer: str = "auto"
     lr: float = 1e-3
     weight_decay: float = 0.0  # L2 on dense parameters (Adam/Adagrad's coupled weight decay)
     lr_schedule: str = "constant"

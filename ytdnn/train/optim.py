@@ -107,14 +107,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizer:
     if not params:
         raise ValueError("the model has no trainable parameters")
     sparse = sparse_parameters(model)
-    if cfg.optimizer == "adam":
+    choice = ("sparse_adam" if sparse else "adam") if cfg.optimizer == "auto" else cfg.optimizer
+    if choice == "adam":
         if sparse:
             raise ValueError(
                 "optimizer='adam' cannot take sparse embedding gradients "
                 "(nn.Embedding(sparse=True)); use optimizer='sparse_adam' or 'adagrad'"
             )
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
-    if cfg.optimizer == "adagrad":
+    if choice == "adagrad":
         if sparse and cfg.weight_decay > 0:
             raise ValueError("optimizer='adagrad' with sparse embeddings needs weight_decay=0")
         fused = _fusable(params) and not sparse  # the fused kernel takes dense gradients only
