@@ -69,7 +69,7 @@ def build_100k_model(out_dir: str | Path | None = None, *, verbose: bool = True)
 
     out = Path(out_dir) if out_dir is not None else default_dir()
     model = out / "model"
-    if (out / "build.json").exists() and _loads(Recommender.load, model):
+    if (out / "build.json").exists() and _load_or_none(Recommender.load, model) is not None:
         return model
     out.mkdir(parents=True, exist_ok=True)
     info = _build(out, verbose)
@@ -77,15 +77,14 @@ def build_100k_model(out_dir: str | Path | None = None, *, verbose: bool = True)
     return model
 
 
-def _loads(load, directory: Path) -> bool:
-    """Whether ``directory`` exists and loads with the current code."""
+def _load_or_none(load, directory: Path):
+    """``load(directory)``, or None when it is absent or does not load with the current code."""
     if not (directory / "config.json").exists():
-        return False
+        return None
     try:
-        load(directory)
+        return load(directory)
     except Exception:  # noqa: BLE001 - any failure means: build it again
-        return False
-    return True
+        return None
 
 
 def _say(verbose: bool, message: str) -> None:
@@ -105,9 +104,8 @@ def _build(out: Path, verbose: bool) -> dict:
 
     seconds: dict[str, float] = {}
     d = _world(out, seconds, verbose)
-    if _loads(CandidateGenerator.load, out / "candidates"):
-        gen = CandidateGenerator.load(out / "candidates")
-    else:
+    gen = _load_or_none(CandidateGenerator.load, out / "candidates")
+    if gen is None:
         gen = _generator(out, d, seconds, verbose)
     start = time.perf_counter()
     # a slice of the impressions is plenty for a latency model, and keeps the build short

@@ -27,6 +27,7 @@ from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
+from ytdnn.models.layers import eval_mode
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import EventStreams, Featurizer
 from ytdnn.train.config import TrainConfig
@@ -113,8 +114,7 @@ class CandidateGenerator:
     def user_vectors(self, user_rows: np.ndarray, batch_size: int = 4096, streams: EventStreams | None = None) -> np.ndarray:
         """u for rows [B] of ``streams`` (default: the training streams) at serving time (example
         age 0) -> float32 [B, d]."""
-        if self.model_.training:  # eval() walks every submodule: not on every request
-            self.model_.eval()
+        eval_mode(self.model_)
         streams = self.streams_ if streams is None else streams
         out = [
             self.model_.user_vector(serving_batch(streams, self.example_cfg, user_rows[i : i + batch_size]))
@@ -125,8 +125,7 @@ class CandidateGenerator:
     @torch.no_grad()
     def score_all(self, user_rows: np.ndarray) -> torch.Tensor:
         """Softmax logits of stream rows [B] over the item vocabulary: [B, V]; column 0 is -inf."""
-        if self.model_.training:  # eval() walks every submodule: not on every request
-            self.model_.eval()
+        eval_mode(self.model_)
         return self.model_.scores(serving_batch(self.streams_, self.example_cfg, np.asarray(user_rows)))
 
     def scorer_for(self, user_ids: pa.Array, item_ids: pa.Array):
@@ -200,7 +199,7 @@ class CandidateGenerator:
         f = self.featurizer_
         queries = queries if queries is not None else [[] for _ in watched]
         flat_items = [i for history in watched for i in history]
-        items = f.items_.encode(pa.array(flat_items, type=_id_type(f.items_))) if flat_items else np.zeros(0, np.int64)
+        items = f.items_.encode(pa.array(flat_items, type=f.items_.token_array.type)) if flat_items else np.zeros(0, np.int64)
         tokens, token_times = np.zeros(0, np.int64), np.zeros(0, np.int64)
         token_counts = np.zeros(len(queries), np.int64)
         flat_queries = [q for user_queries in queries for q in user_queries]
@@ -244,8 +243,7 @@ class CandidateGenerator:
             example_age=torch.zeros(n), users=torch.zeros(n, dtype=torch.int64),
             recent_ids=empty, recent_offsets=no_bags,
         )
-        if self.model_.training:  # eval() walks every submodule: not on every request
-            self.model_.eval()
+        eval_mode(self.model_)
         return self.model_.user_vector(batch).numpy()
 
     def search_vectors(self, vectors: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
@@ -331,10 +329,6 @@ def configs_from_json(path: str | Path) -> dict[str, Any]:
 
 def _offsets_of(counts) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))]).astype(np.int64)
-
-
-def _id_type(vocab) -> pa.DataType:
-    return pa.int64() if vocab.token_type_ == "int" else pa.string()
 
 
 def _titles(items: pa.Table | None) -> dict[Any, str]:

@@ -133,8 +133,7 @@ class Recommender:
         if len(histories) != len(users) or (features is not None and len(features) != len(users)):
             raise ValueError(f"histories and features must have one entry per user ({len(users)})")
         if features is None:
-            id_type = pa.int64() if self.candidates.featurizer_.users_.token_type_ == "int" else pa.string()
-            features = pa.table({"user_id": pa.array(users, id_type)})
+            features = pa.table({"user_id": pa.array(users, self.candidates.featurizer_.users_.token_array.type)})
         return self.candidates.fresh_streams(
             [[w.item_id for w in h.watches] for h in histories], [[s.query for s in h.searches] for h in histories],
             features, [[w.timestamp for w in h.watches] for h in histories],

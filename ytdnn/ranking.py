@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_model
 
 from ytdnn.data.schema import DataError
 from ytdnn.features.ranking import Queries, RankingFeaturizer
+from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.samples.ranking import (
     CONTINUOUS_FEATURES,
@@ -182,8 +183,7 @@ class Ranker:
     @torch.no_grad()
     def predict(self, examples: RankingExamples, batch_size: int = 8192) -> np.ndarray:
         """Logits [N] of prepared examples."""
-        if self.model_.training:  # eval() walks every submodule: not on every request
-            self.model_.eval()
+        eval_mode(self.model_)
         out = [self.model_(examples.batch(np.arange(a, min(a + batch_size, len(examples)))))
                for a in range(0, len(examples), batch_size)]
         return torch.cat(out).double().numpy() if out else np.zeros(0)
@@ -220,8 +220,7 @@ class Ranker:
             q.users, q.items, q.watch_end, self.featurizer_.normalize(raw, binary), share_contexts=True,
             prior=raw[:, SCORE])
         middle = time.perf_counter()
-        if self.model_.training:  # eval() walks every submodule: not on every request
-            self.model_.eval()
+        eval_mode(self.model_)
         out = np.full((b, n), -np.inf)
         out[valid] = self.model_.expected_watch_time(batch).double().numpy()
         if timings is not None:
@@ -264,8 +263,7 @@ class Ranker:
 def _watched_ids(generator) -> pa.ChunkedArray:
     """The generator's training watches as item ids (each vocabulary token repeated by its count)."""
     vocab = generator.featurizer_.items_
-    tokens = pa.array(vocab.tokens_, type=pa.int64() if vocab.token_type_ == "int" else pa.string())
-    return pa.chunked_array([tokens.take(pa.array(np.repeat(np.arange(len(vocab.tokens_)), vocab.counts_)))])
+    return pa.chunked_array([vocab.token_array.take(pa.array(np.repeat(np.arange(len(vocab.tokens_)), vocab.counts_)))])
 
 
 def _shown(impressions: pa.Table, log_impressions: bool | pa.Table) -> pa.Table:

@@ -43,8 +43,7 @@ class ItemFeatureEncoder:
         num_items = len(item_vocab)
         self.categorical_, self.categories_ = {}, None
         if items is None:
-            id_type = pa.int64() if item_vocab.token_type_ == "int" else pa.string()
-            items = pa.table({"item_id": pa.array([], id_type)})
+            items = pa.table({"item_id": item_vocab.token_array.slice(0, 0)})
         rows = item_vocab.encode(items.column("item_id"))  # [R] vocabulary id of every table row
         known = rows > 0  # items outside the vocabulary keep no features
         names = [c for c in items.column_names if c not in _SKIPPED and _is_string(items.column(c).type)]

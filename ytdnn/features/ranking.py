@@ -120,8 +120,7 @@ class RankingFeaturizer:
         key = (id(source), id(target))
         cached = self._maps.get(key)
         if cached is None or cached[0] is not source or cached[1] is not target:
-            tokens = pa.array(source.tokens_, type=pa.int64() if source.token_type_ == "int" else pa.string())
-            cached = (source, target, np.concatenate([[0], target.encode(tokens)]).astype(np.int64))
+            cached = (source, target, np.concatenate([[0], target.encode(source.token_array)]).astype(np.int64))
             self._maps[key] = cached
         return cached[2]
 

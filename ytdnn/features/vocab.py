@@ -29,7 +29,7 @@ from ytdnn.features._fitted import check_fitted
 TokenType = Literal["int", "str"]
 
 OOV_ID = 0  # also the padding id: embedding row 0 is the zero vector
-_ARROW_TYPES: dict[str, pa.DataType] = {"int": pa.int64(), "str": pa.string()}
+ARROW_TYPES: dict[str, pa.DataType] = {"int": pa.int64(), "str": pa.string()}  # ids of each TokenType
 _JSON_FORMAT = "ytdnn.vocabulary"
 # Below this many values a dict lookup beats pc.index_in, which rebuilds a hash table of the
 # whole vocabulary on every call (tens of ms for 1M tokens): serving encodes a few ids at a time.
@@ -79,10 +79,16 @@ class Vocabulary:
         self.tokens_ = tokens
         self.counts_ = counts
         self.token_type_ = token_type
-        self._value_set = pa.array(tokens, type=_ARROW_TYPES[token_type])  # [N], id - 1
+        self._value_set = pa.array(tokens, type=ARROW_TYPES[token_type])  # [N], id - 1
         self._lookup: dict[Any, int] | None = None  # built on the first small encode
 
     # ---- lookups ------------------------------------------------------------------------------
+
+    @property
+    def token_array(self) -> pa.Array:
+        """``tokens_`` as an Arrow array of their own type (int64 or string): [N], entry id - 1."""
+        check_fitted(self, "tokens_")
+        return self._value_set
 
     def __len__(self) -> int:
         """Embedding table size: N tokens plus the shared OOV/padding row 0."""
@@ -181,7 +187,7 @@ class Vocabulary:
             )
         token_type = data["token_type"]
         tokens, counts = data["tokens"], data["counts"]
-        if token_type not in _ARROW_TYPES:
+        if token_type not in ARROW_TYPES:
             raise ValueError(f"token_type must be 'int' or 'str', got {token_type!r}")
         python_type = int if token_type == "int" else str
         # bool is an int subclass in Python: reject it so True never becomes token 1

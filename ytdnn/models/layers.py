@@ -1,4 +1,4 @@
-"""Building blocks shared by both networks: mean-pooled embedding bags and the ReLU tower."""
+"""Building blocks shared by both networks: mean-pooled embedding bags, the ReLU tower, eval mode."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ DEPTH_PRESETS: dict[int, tuple[int, ...]] = {
     3: (1024, 512, 256),
     4: (2048, 1024, 512, 256),
 }
+
+
+def eval_mode(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, switched only when it is not already: eval() walks every submodule,
+    which costs a request more than the check (serving calls this on every request)."""
+    if model.training:
+        model.eval()
+    return model
 
 
 def mean_bag(num_embeddings: int, dim: int, sparse: bool = False) -> nn.EmbeddingBag:

@@ -33,7 +33,7 @@ from ytdnn.config import Config
 from ytdnn.data.schema import IMPRESSIONS, DataError, validate_table
 from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.ranking import history_end
-from ytdnn.samples.streams import windows
+from ytdnn.samples.streams import window_positions, windows
 
 SOURCES = ("auto", "logged", "built", "both")
 
@@ -176,7 +176,7 @@ def _top_candidates(generator, streams, users, hist_end, token_end, n: int) -> n
 def _clicks(streams, watch_time, users, hist_end, candidates, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """clicked bool [R, N] and watch time [R, N]: the candidate is among the next horizon watches."""
     stop = np.minimum(hist_end + horizon, streams.watch_offsets[users + 1])
-    positions, offsets = windows(np.arange(len(streams.watch_items)), hist_end, stop, None)
+    positions, offsets = window_positions(hist_end, stop, None)
     request = np.repeat(np.arange(len(users)), np.diff(np.append(offsets, len(positions))))
     width = int(max(candidates.max(initial=0), streams.watch_items.max(initial=0))) + 1
     next_keys, first = np.unique(request * width + streams.watch_items[positions], return_index=True)
@@ -200,5 +200,4 @@ def _sampled(clicked: np.ndarray, cfg: ImpressionConfig) -> np.ndarray:
 
 
 def _decode(vocab, ids: np.ndarray) -> pa.Array:
-    tokens = pa.array(vocab.tokens_, type=pa.int64() if vocab.token_type_ == "int" else pa.string())
-    return tokens.take(pa.array(ids - 1))  # ids are never 0 here (unknown users / empty slots dropped)
+    return vocab.token_array.take(pa.array(ids - 1))  # ids are never 0 here (unknown users / empty slots dropped)

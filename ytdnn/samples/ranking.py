@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ytdnn.samples.candidate import assemble_batch
-from ytdnn.samples.streams import EventStreams, windows
+from ytdnn.samples.streams import EventStreams, window_positions, windows
 
 DAY = 86_400
 NEVER_S = 10 * 365 * DAY  # "time since" of something that never happened: older than anything real
@@ -201,11 +201,8 @@ def user_events(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.
     to the few users asked about instead of the whole log.
     """
     distinct = np.unique(users)
-    start = offsets[distinct]
-    lengths = offsets[distinct + 1] - start
-    before = np.cumsum(lengths) - lengths  # where each user's run begins in the output
-    positions = np.repeat(start - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    return positions, np.repeat(distinct, lengths)
+    positions, _ = window_positions(offsets[distinct], offsets[distinct + 1], None)
+    return positions, np.repeat(distinct, offsets[distinct + 1] - offsets[distinct])
 
 
 # ---- the candidate generator's view ---------------------------------------------------------------

@@ -173,9 +173,15 @@ def windows(stream: np.ndarray, start: np.ndarray, end: np.ndarray, max_len: int
 
     stream [S]; start, end [B] -> (values [sum of lengths], offsets [B]) ready for EmbeddingBag.
     """
+    positions, offsets = window_positions(start, end, max_len)
+    return stream[positions], offsets
+
+
+def window_positions(start: np.ndarray, end: np.ndarray, max_len: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Stream positions of ``windows``: (the last <= max_len of start_b..end_b - 1 for every b,
+    concatenated [sum of lengths]; offsets [B] where each b's run begins)."""
     begin = start if max_len is None else np.maximum(start, end - max_len)
     lengths = np.maximum(end - begin, 0)
     offsets = np.zeros(len(lengths), np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
-    positions = np.repeat(begin - offsets, lengths) + np.arange(int(lengths.sum()))
-    return stream[positions], offsets
+    return np.repeat(begin - offsets, lengths) + np.arange(int(lengths.sum())), offsets

@@ -38,7 +38,7 @@ from fastapi.responses import Response
 
 from ytdnn.serve.admin import AdminRefused, check_admin
 from ytdnn.serve.batcher import RecommendBatcher
-from ytdnn.serve.engine import BadInput, Job, ModelHolder, ServeConfig, ServingModel
+from ytdnn.serve.engine import Job, ModelHolder, ServeConfig, ServingModel
 from ytdnn.serve.errors import ApiError, install_error_handlers
 from ytdnn.serve.events import (
     EventError,
@@ -123,12 +123,8 @@ def _check_k(k: int, config: ServeConfig) -> int:
 
 async def _recommend(state: ServeState, user_id: str, k: int, features: dict[str, Any]) -> Response:
     model = state.holder.current  # this request's model, whatever a reload does meanwhile
-    try:
-        user = model.user_id(user_id)
-        checked = model.check_features(features)
-    except BadInput as err:
-        raise ApiError(422, str(err), field=err.field) from None
-    answer = await asyncio.wrap_future(state.batcher.submit(Job(model, user, k, checked)))
+    job = Job(model, model.user_id(user_id), k, model.check_features(features))
+    answer = await asyncio.wrap_future(state.batcher.submit(job))
     state.metrics.answers.labels(answer["source"]).inc()
     # plain JSON already: skip FastAPI's walk of the answer through jsonable_encoder
     return Response(json.dumps(answer).encode(), media_type="application/json")
@@ -170,10 +166,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
     def similar(item_id: str, k: int = Query(10, description=f"1..{config.max_k}")) -> dict:
         """Items nearest ``item_id`` by inner product in the output embedding space."""
         model = state.holder.current
-        try:
-            item = model.item_id(item_id)
-        except BadInput as err:
-            raise ApiError(422, str(err), field=err.field) from None
+        item = model.item_id(item_id)
         items = model.similar(item, _check_k(k, config))
         if items is None:
             raise ApiError(404, f"item {item_id!r} is not in the model's vocabulary", field="item_id")
@@ -267,10 +260,7 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/users/{user_id}/history", tags=["events"])
     def history(user_id: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
         """The user's last ``limit`` watches and searches, oldest first."""
-        try:
-            user = state.holder.current.user_id(user_id)
-        except BadInput as err:
-            raise ApiError(422, str(err), field=err.field) from None
+        user = state.holder.current.user_id(user_id)
         return {**state.store.history(user, limit).to_dict(), "limit": limit}
 
     @app.get("/health", tags=["operations"])

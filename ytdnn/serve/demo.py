@@ -9,6 +9,7 @@ asks again, prints both lists side by side, and ends with the command that runs 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ def serve_demo(model_dir: str | Path, user: Any = None, k: int = 5, port: int = 
     say(f"   .venv/bin/ytdnn serve --model {model_dir} --port {port}")
     say(f"   curl 'http://127.0.0.1:{port}/recommend/{user}?k=5'")
     say(f"   curl -X POST http://127.0.0.1:{port}/events -H 'content-type: application/json' "
-        f"-d '{{\"user_id\": {_json(user)}, \"item_id\": {_json(watch['item_id'])}, \"timestamp\": {last + 120}}}'")
+        f"-d '{json.dumps({'user_id': user, 'item_id': watch['item_id'], 'timestamp': last + 120})}'")
     return {"user": user, "before": before, "after": after, "posted": watch}
 
 
@@ -79,7 +80,3 @@ def _cell(items: list[dict], n: int, width: int) -> str:
         return " " * (width + 22)
     item = items[n]
     return f"{_label(item):<{width}} {item['score']:9.3f} {item['stage']:<10}"
-
-
-def _json(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)

@@ -29,6 +29,7 @@ import pyarrow as pa
 import torch
 
 from ytdnn.config import Config
+from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.pipeline import Recommender
 from ytdnn.serve.events import History, coerce_id
 from ytdnn.serve.popular import PopularItems
@@ -171,8 +172,7 @@ class ServingModel:
         users = [job.user_id for job in jobs]
         features = None
         if columns:
-            id_type = pa.int64() if self.user_type == "int" else pa.string()
-            data: dict[str, Any] = {"user_id": pa.array(users, id_type)}
+            data: dict[str, Any] = {"user_id": pa.array(users, ARROW_TYPES[self.user_type])}
             for name in columns:
                 data[name] = [job.features[name] for job in jobs]
             features = pa.table(data)

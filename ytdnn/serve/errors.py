@@ -1,6 +1,7 @@
 """Every error as JSON: ``{"error": {"status": 422, "message": "...", "field": ..., ...}}``.
 
-Client mistakes are 4xx with a message that says what to change; FastAPI's own validation errors
+Client mistakes are 4xx with a message that says what to change (``ApiError``, and the model's
+``BadInput``: an id or a feature it cannot take, a 422 naming the field); FastAPI's own validation errors
 (a non-integer ``k``, say) keep their per-field details. An unexpected exception is logged and
 answered with a JSON 500 that says nothing of the internals.
 """
@@ -15,6 +16,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ytdnn.serve.engine import BadInput
 
 log = logging.getLogger("ytdnn.serve")
 
@@ -37,6 +40,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.message, **err.context)
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, err: BadInput) -> JSONResponse:  # an id or feature the model cannot take
+        return error_response(422, str(err), **({"field": err.field} if err.field else {}))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -32,15 +32,16 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytdnn.data.schema import SEARCHES, WATCHES, TableSchema, validate_table
+from ytdnn.features.vocab import ARROW_TYPES, TokenType
 
-IdType = Literal["int", "str"]
+IdType = TokenType  # a store keeps ids as the model's vocabularies do
 Id = int | str
 DEFAULT_LIMIT = 50  # the model's history length (paper §3.3: the last 50 watches and searches)
 _INT_TEXT = re.compile(r"[+-]?\d+")
@@ -225,7 +226,7 @@ def table_columns(
         col = table.column(name)
         if name.endswith("_id") and id_type is not None:
             try:
-                col = col.cast(pa.int64() if id_type == "int" else pa.string())
+                col = col.cast(ARROW_TYPES[id_type])
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise EventError(
                     f"cannot read as {id_type} ids: {err}", table=schema.name, field=name

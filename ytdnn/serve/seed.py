@@ -24,10 +24,6 @@ import pyarrow.compute as pc
 from ytdnn.serve.events import EventStore, IdType
 
 
-def _arrow_type(id_type: str) -> pa.DataType:
-    return pa.int64() if id_type == "int" else pa.string()
-
-
 def oov_placeholder(vocab) -> int | str:
     """An item id the vocabulary does not hold (it encodes to OOV): -1, -2, ... or "<oov>"."""
     candidate: int | str = -1 if vocab.token_type_ == "int" else "<oov>"
@@ -43,10 +39,10 @@ def training_events(generator) -> tuple[pa.Table, pa.Table | None]:
     or None when the model saw no searches. Rows are grouped by user, oldest first.
     """
     f, s = generator.featurizer_, generator.streams_
-    users = pa.array(f.users_.tokens_, _arrow_type(f.users_.token_type_))  # row r -> users[r - 1]
+    users = f.users_.token_array  # row r -> users[r - 1]
     watch_rows = s.watch_users()  # [W]
     user_ids = users.take(pa.array(np.maximum(watch_rows - 1, 0)))
-    items = pa.array(f.items_.tokens_, _arrow_type(f.items_.token_type_))
+    items = f.items_.token_array
     known = s.watch_items > 0
     item_ids = items.take(pa.array(np.maximum(s.watch_items - 1, 0)))
     if not known.all():
