@@ -78,7 +78,8 @@ def _train(out: str, queue, variant: str = "ytdnn-candidates") -> None:
     queue.put({
         "examples_per_second": epoch["examples_per_second"], "examples": epoch["examples"],
         "flops_per_example": flops_per_example(gen.model_), "peak_rss_mb": _peak_rss_mb(),
-        "num_items": gen.featurizer_.num_items, "config": gen.model_cfg.to_dict(), "train": train,
+        "num_items": gen.featurizer_.num_items, "config": gen.model_cfg.to_dict(),
+        "train": {"batch_size": gen.train_cfg.batch_size, **train},
         "tables": "sparse" if gen.model_.watch_bag.sparse else "dense",
     })
 

@@ -257,11 +257,11 @@ def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] |
     built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
     pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
     own = pages is generator  # else the features need the whole log, not the stacking generator's
-    rankers = []
-    for k in range(cfg.samples if built else 1):
+    rankers, count = [], cfg.samples if built else 1  # logged pages are one sample: the log
+    for k in range(count):
         impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown)
         train = configs["train"].replace(seed=configs["train"].seed + k)
-        member_dir = out_dir if out_dir is None or cfg.samples == 1 else Path(out_dir) / f"member-{k}"
+        member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
         rankers.append(Ranker(configs["model"], train).fit(
             pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
             None if own else dataset.users, items=dataset.items, out_dir=member_dir,

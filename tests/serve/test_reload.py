@@ -139,3 +139,18 @@ def test_sighup_reloads_the_model(tiny_world_model):
     finally:
         signal.signal(signal.SIGHUP, previous)
     assert state.holder.reloads == 1
+
+
+def test_a_model_whose_ids_the_store_cannot_hold_is_refused_at_start_and_at_reload(tiny_world_model):
+    _, model_dir = tiny_world_model  # int user and item ids
+    with pytest.raises(ValueError, match="store holds str ids"):
+        create_app(model_dir, events=InMemoryEventStore(id_type="str"))
+    store = InMemoryEventStore(id_type="int")
+    app = create_app(model_dir, events=store)
+    state = app.state.serve
+    serving = state.holder.current
+    store.id_type = "str"  # as if the store had been made for another model meanwhile
+    with TestClient(app, client=("127.0.0.1", 40000)) as local:
+        reply = local.post("/admin/reload")
+    assert reply.status_code == 422 and "store holds str ids" in reply.json()["error"]["message"]
+    assert state.holder.current is serving and state.holder.reloads == 0

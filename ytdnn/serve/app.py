@@ -56,21 +56,24 @@ log = logging.getLogger("ytdnn.serve")
 class ServeState:
     """What the endpoints share: the model holder, the store, the inference thread, metrics."""
 
-    def __init__(self, holder: ModelHolder, store: EventStore, config: ServeConfig,
+    def __init__(self, model: ServingModel, store: EventStore, config: ServeConfig,
                  admin_token: str | None, owns_store: bool):
-        self.holder, self.store, self.config = holder, store, config
+        _check_store_fits(store, model)
+        self.holder = ModelHolder(model, check=lambda new: _check_store_fits(store, new))
+        self.store, self.config = store, config
         self.admin_token, self.owns_store = admin_token, owns_store
         self.metrics = ServeMetrics()
-        self.metrics.serving(holder.current.version)
+        self.metrics.serving(model.version)
         self.batcher = RecommendBatcher(store, config.history_limit, config.max_batch_size,
                                         self.metrics.on_batch, config.num_threads)
 
-    def check_store_fits(self, model: ServingModel) -> None:
-        """A model whose ids the store cannot hold is refused (before it is swapped in)."""
-        wanted = model_id_type(model.recommender)
-        if self.store.id_type is not None and wanted != self.store.id_type:
-            raise ValueError(f"the event store holds {self.store.id_type} ids; model "
-                             f"{model.model_dir} has {wanted} ids")
+
+def _check_store_fits(store: EventStore, model: ServingModel) -> None:
+    """A model whose ids the store cannot hold is refused (before it is swapped in)."""
+    wanted = model_id_type(model.recommender)
+    if store.id_type is not None and wanted != store.id_type:
+        raise ValueError(f"the event store holds {store.id_type} ids; model "
+                         f"{model.model_dir} has {wanted} ids")
 
 
 def create_app(model_dir: str | Path | ServingModel, events: EventStore | str | Path | None = None,
@@ -91,10 +94,7 @@ def create_app(model_dir: str | Path | ServingModel, events: EventStore | str | 
         events, seeded = open_event_store(path, model.recommender, data_dir, seed)
         if seeded:
             log.info("seeded the event store %s: %s", path, seeded)
-    holder = ModelHolder(model)
-    state = ServeState(holder, events, config, admin_token, owns_store)
-    holder._check = state.check_store_fits
-    state.check_store_fits(model)
+    state = ServeState(model, events, config, admin_token, owns_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

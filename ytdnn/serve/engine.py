@@ -193,12 +193,10 @@ class ServingModel:
                candidate_ranks=None) -> dict[str, Any]:
         items = []
         for n, (item, score, stage) in enumerate(zip(ids, scores, stages)):
-            entry = {"item_id": _plain(item), "score": float(score), "stage": str(stage)}
+            entry = self._entry(item, score, stage=str(stage))
             if candidate_scores is not None:
                 entry["candidate_score"] = float(candidate_scores[n])
                 entry["candidate_rank"] = int(candidate_ranks[n])
-            if self.titles:
-                entry["title"] = self.titles.get(_plain(item))
             items.append(entry)
         return {"user_id": job.user_id, "k": job.k, "source": source, "model": self.version,
                 "items": items}
@@ -216,13 +214,15 @@ class ServingModel:
         scores, ids = gen.index_.search(query, k, exclude=[np.array([row])])
         keep = ids[0] > 0
         decoded = gen.featurizer_.items_.decode(ids[0][keep])
-        out = []
-        for item, score in zip(decoded, scores[0][keep]):
-            entry = {"item_id": _plain(item), "score": float(score)}
-            if self.titles:
-                entry["title"] = self.titles.get(_plain(item))
-            out.append(entry)
-        return out
+        return [self._entry(item, score) for item, score in zip(decoded, scores[0][keep])]
+
+    def _entry(self, item: Any, score: float, **fields: Any) -> dict[str, Any]:
+        """One answered item: its id, score, any other fields, and its title when the model has titles."""
+        item = _plain(item)
+        entry = {"item_id": item, "score": float(score), **fields}
+        if self.titles:
+            entry["title"] = self.titles.get(item)
+        return entry
 
     def describe(self) -> dict[str, Any]:
         f = self.recommender.candidates.featurizer_
@@ -258,7 +258,8 @@ class ModelHolder:
 
 
 def _version(model_dir: Path) -> str:
-    """``<dir name>-<hash of its config files>``: two loads of the same files share it."""
+    """``<dir name>-<hash>`` of the names, sizes and modification times of the directory's JSON and
+    safetensors files: two loads of the same files share it, a retrained model gets a new one."""
     digest = hashlib.sha256()
     for path in sorted(model_dir.rglob("*.json")) + sorted(model_dir.rglob("*.safetensors")):
         digest.update(str(path.relative_to(model_dir)).encode())

@@ -12,10 +12,11 @@ per second, and latency is then what the server takes, plus queueing only when i
 capacity. With ``think_time_s=0`` the test is closed-loop without think time: every client fires
 its next request the moment the last one returns, so the server always has ``clients`` requests
 queued and latency is simply clients / throughput (Little's law). That mode measures the
-saturation throughput; its latencies measure the queue, not the server. It refuses any host but loopback (it is a benchmark of this
-machine's server, never a tool to aim at someone else's), follows no redirects, and every request
-has a timeout, so a run lasts at most ``seconds + timeout``. Proxy settings in the environment
-are ignored.
+saturation throughput; its latencies measure the queue, not the server.
+
+It refuses any host but loopback (it is a benchmark of this machine's server, never a tool to aim
+at someone else's), follows no redirects, and every request has a timeout, so a run lasts at most
+``seconds + timeout``. Proxy settings in the environment are ignored.
 
 All clients share one asyncio loop in one thread. So that a slow client is never mistaken for a
 slow server, the result reports the CPU time that thread spent per request

@@ -58,7 +58,7 @@ def _searches(f, s, users: pa.Array) -> pa.Table | None:
     if f.tokens_ is None or len(s.tokens) == 0:
         return None
     token_rows = np.repeat(np.arange(s.num_users), np.diff(s.token_offsets))  # [T]
-    words = pa.array(f.tokens_.tokens_, pa.string()).take(pa.array(np.maximum(s.tokens - 1, 0)))
+    words = f.tokens_.token_array.take(pa.array(np.maximum(s.tokens - 1, 0)))
     keep = (s.tokens > 0) & ~pc.match_substring(words, " ").to_numpy(zero_copy_only=False)
     rows, times, words = token_rows[keep], s.token_times[keep], words.filter(pa.array(keep))
     if len(rows) == 0:
