@@ -19,7 +19,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_movielens(args: argparse.Namespace) -> int:
-    from ytdnn.data.readers import read_movielens, read_movielens_folds
+    from ytdnn.data.movielens import read_movielens, read_movielens_folds
 
     if args.folds:
         dataset = read_movielens_folds(args.folds, meta_dir=args.path, skip_bad_rows=args.skip_bad_rows)
