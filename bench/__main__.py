@@ -35,6 +35,9 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "paper": _lazy("paper"),
     "ranking": _lazy("ranking"),
     "serving": _lazy("serving"),
+    "fuzz": _lazy("fuzz"),
+    "defaults": _lazy("defaults"),
+    "estimator": _lazy("estimator"),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -15,42 +15,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ytdnn.data.movielens import read_movielens, read_movielens_folds
 from ytdnn.data.schema import Dataset
-from ytdnn.eval.baselines import (
-    EASE,
-    L2_GRID,
-    EASEConfig,
-    Popularity,
-    choose_on_validation,
-    refit_and_test,
-)
+from ytdnn.eval.compare import compare_on_split
 from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split, random_fold_split, temporal_split
 from ytdnn.eval.report import Record
 
 BENCHMARK = "baselines"
+MODELS = ("popularity", "EASE")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class ProtocolSettings:
-    ks: tuple[int, ...]
-    metrics: tuple[str, ...]
-    reported: tuple[str, ...]  # the figures that go in the record, in this order
-    select_on: str  # the validation figure that picks a hyperparameter
-
-
-SETTINGS = {
-    P_TEMPORAL: ProtocolSettings(
-        (10, 50, 100), ("HR", "NDCG"), ("HR@10", "NDCG@10", "HR@50", "HR@100"), "HR@100"
-    ),
-    P_RANDOM: ProtocolSettings(
-        (20, 100), ("Recall", "NDCG"), ("Recall@20", "NDCG@20", "Recall@100"), "Recall@100"
-    ),
-}
 
 
 def movielens_root() -> Path:
@@ -83,56 +58,16 @@ def movielens_splits() -> Iterator[tuple[str, str, Split | None, str, float, Dat
         yield dataset, protocol, split, "", time.perf_counter() - start, tables
 
 
-def _popularity(split: Split, settings: ProtocolSettings) -> tuple[dict, dict, dict]:
-    figures, seconds = refit_and_test(
-        Popularity(), split, settings.ks, settings.metrics, progress=True
-    )
-    return figures, seconds, {}
-
-
-def _ease(split: Split, settings: ProtocolSettings) -> tuple[dict, dict, dict]:
-    start = time.perf_counter()
-    selection = choose_on_validation(
-        lambda l2: EASE(EASEConfig(l2=l2)),
-        L2_GRID,
-        split,
-        settings.select_on,
-        settings.ks,
-        settings.metrics,
-        progress=True,
-    )
-    select_seconds = time.perf_counter() - start
-    curve = {str(l2): round(s[settings.select_on], 4) for l2, s in selection.scores.items()}
-    print(
-        f"  EASE validation {settings.select_on} by l2: {curve} -> l2 = {selection.best:g}",
-        flush=True,
-    )
-    model = EASE(EASEConfig(l2=selection.best))
-    figures, seconds = refit_and_test(model, split, settings.ks, settings.metrics, progress=True)
-    params = {
-        "l2": selection.best,
-        "selected_on": f"valid {settings.select_on}",
-        "validation": curve,
-    }
-    return figures, {"select": select_seconds, **seconds}, params
-
-
-MODELS = {"popularity": _popularity, "EASE": _ease}
-
-
 def run() -> list[Record]:
     records = []
-    for dataset, protocol, split, reason, load_seconds, _ in movielens_splits():
+    for dataset, protocol, split, reason, load_seconds, tables in movielens_splits():
         if split is None:
             print(f"skipped {dataset} ({protocol}): {reason}", flush=True)
             records += [Record(BENCHMARK, dataset, protocol, m, skipped=reason) for m in MODELS]
             continue
         print(f"{dataset} {protocol}: {split.summary()}", flush=True)
-        settings = SETTINGS[protocol]
-        for model, fn in MODELS.items():
-            figures, seconds, params = fn(split, settings)
-            metrics = {name: round(figures[name], 4) for name in settings.reported}
-            seconds = {"load": load_seconds, **seconds}
-            seconds = {k: round(v, 3) for k, v in seconds.items()}
-            records.append(Record(BENCHMARK, dataset, protocol, model, metrics, seconds, params))
+        for record in compare_on_split(split, tables, MODELS, name=dataset, benchmark=BENCHMARK, progress=True):
+            record.seconds = {"load": round(load_seconds, 3), **record.seconds}
+            print(f"  {record.model}: {record.metrics} {record.params}", flush=True)
+            records.append(record)
     return records

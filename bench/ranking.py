@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import torch
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.schema import Dataset
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.eval.metrics import evaluate, scorer_from_lists, weighted_per_user_loss
@@ -53,11 +54,12 @@ from ytdnn.eval.protocols import GLOBAL_TIME, P_TEMPORAL, Split, global_time_spl
 from ytdnn.eval.report import Record
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import TOWER_PRESETS, RankerConfig
-from ytdnn.pipeline import Recommender, fit_ranker
+from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.impressions import ImpressionConfig
 from ytdnn.train.config import TrainConfig
+from ytdnn.training import fit_ranker
 
 BENCHMARK = "ranking"
 NUM_CANDIDATES = 500
@@ -193,8 +195,8 @@ def _synthetic_two_stage(world, dataset: str, gen: CandidateGenerator, cut: int,
     before = Dataset(_before(d.watches, cut), _before(d.searches, cut), _before(d.impressions, cut),
                      d.users, d.items)
     start = time.perf_counter()
-    ranker = fit_ranker(gen, before, {"model": SYN_RANKER, "train": _ranker_train(epochs),
-                                      "impressions": SYN_IMPRESSIONS})
+    ranker = fit_ranker(gen, before, TwoStageConfig(ranker=SYN_RANKER, ranker_train=_ranker_train(epochs),
+                                                    impressions=SYN_IMPRESSIONS))
     fit_seconds = time.perf_counter() - start
     print(f"{dataset}: stacking generator + built pages + ranker in {fit_seconds:.0f} s", flush=True)
     records = []
@@ -240,7 +242,8 @@ def _movielens(stage_name: str = "test") -> list[Record]:
         serving = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
             watches, users=tables.users, items=tables.items)
         ranker = fit_ranker(serving, Dataset(watches, users=tables.users, items=tables.items),
-                            {"model": ML_RANKER, "train": _ranker_train(ML_EPOCHS), "impressions": ML_IMPRESSIONS})
+                            TwoStageConfig(ranker=ML_RANKER, ranker_train=_ranker_train(ML_EPOCHS),
+                                           impressions=ML_IMPRESSIONS))
         fit_seconds = time.perf_counter() - start
         print(f"{dataset}: 2 generators + built pages + ranker in {fit_seconds:.0f} s", flush=True)
         rec = Recommender(serving, ranker, NUM_CANDIDATES)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from bench.baselines import movielens_splits
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.config import route_overrides
-from ytdnn.eval.metrics import evaluate
-from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL, Split
+from ytdnn.eval.compare import SETTINGS, fit_candidates_and_test
+from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL
 from ytdnn.eval.report import Record
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.samples.candidate import ExampleConfig
@@ -30,10 +29,6 @@ from ytdnn.train.config import TrainConfig
 
 BENCHMARK = "retrieval"
 MODEL = "ytdnn-candidates"
-REPORTED = {
-    P_TEMPORAL: (("HR", "NDCG"), (10, 50, 100), "HR@10"),
-    P_RANDOM: (("Recall", "NDCG"), (20, 100), "Recall@20"),
-}
 
 # Chosen on the validation stage of each protocol (bench/results/retrieval.md has the record).
 TUNED: dict[str, dict[str, dict]] = {
@@ -95,49 +90,12 @@ def configs(dataset: str, overrides: dict) -> tuple[CandidateConfig, ExampleConf
     tuned = {part: {**values, **routed[part]} for part, values in TUNED[dataset].items()}
     if tuned["model"].get("tied_item_embeddings"):
         tuned["model"]["output_dim"] = tuned["model"]["embedding_dim"]
-    monitor = REPORTED[P_TEMPORAL if dataset == "ml-100k" else P_RANDOM][2]
+    monitor = SETTINGS[P_TEMPORAL if dataset == "ml-100k" else P_RANDOM].headline
     return (
         CandidateConfig(**tuned["model"]),
         ExampleConfig(**tuned["examples"]),
         TrainConfig(**{"progress": False, "monitor": monitor, **tuned["train"]}),
     )
-
-
-def fit_valid_then_test(split: Split, users, cfgs, valid_only: bool) -> tuple[dict, dict, dict]:
-    """Early-stop on validation, refit on train + valid for the chosen epochs, test."""
-    model_cfg, example_cfg, train_cfg = cfgs
-    metrics, ks, _ = REPORTED[split.protocol]
-    columns = [c for c in ("user_id", "item_id", "timestamp", "watch_time") if c in split.watches.column_names]
-    valid = split.stage("valid")
-
-    def validate(gen: CandidateGenerator) -> dict[str, float]:
-        return evaluate(gen.scorer_for(split.user_ids, split.item_ids), valid, ks=ks, metrics=metrics)
-
-    start = time.perf_counter()
-    gen = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
-        valid.fit_table().select(columns), users=users, validate=validate, on_log=_print_epoch
-    )
-    seconds = {"valid_train": time.perf_counter() - start}
-    history = gen.history_
-    best = history.epochs[history.best_epoch]
-    params = {
-        "best_epoch": history.best_epoch, "valid": {k: round(v, 4) for k, v in best["val"].items()},
-        "examples_per_second": round(best["examples_per_second"], 1),
-        "model": model_cfg.to_dict(), "examples": example_cfg.to_dict(),
-        "train": {k: v for k, v in train_cfg.to_dict().items() if k in ("lr", "batch_size", "optimizer", "weight_decay")},
-    }
-    print(f"   valid: best epoch {history.best_epoch}: {params['valid']} ({seconds['valid_train']:.0f} s)", flush=True)
-    if valid_only:
-        return {}, seconds, params
-    test = split.stage("test")
-    refit_cfg = train_cfg.replace(max_epochs=history.best_epoch + 1, monitor=None, patience=None)
-    start = time.perf_counter()
-    gen = CandidateGenerator(model_cfg, example_cfg, refit_cfg).fit(test.fit_table().select(columns), users=users)
-    seconds["test_train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    figures = evaluate(gen.scorer_for(split.user_ids, split.item_ids), test, ks=ks, metrics=metrics)
-    seconds["eval"] = time.perf_counter() - start
-    return figures, seconds, params
 
 
 def _print_epoch(record: dict) -> None:
@@ -165,7 +123,11 @@ def run() -> list[Record]:
             variants.update({f"{MODEL}-{name}": {**overrides, **a} for name, a in ABLATIONS.items()})
         for name, variant in variants.items():
             print(f"{dataset} {protocol} {name} {variant}", flush=True)
-            figures, seconds, params = fit_valid_then_test(split, tables.users, configs(dataset, variant), valid_only)
+            cfgs = configs(dataset, variant)
+            figures, seconds, params = fit_candidates_and_test(
+                split, lambda cfgs=cfgs: CandidateGenerator(*cfgs), tables, SETTINGS[protocol],
+                on_log=_print_epoch, test=not valid_only)
+            print(f"   valid: best epoch {params['best_epoch']}: {params['valid']}", flush=True)
             metrics = {k: round(v, 4) for k, v in figures.items()}
             seconds = {k: round(v, 1) for k, v in seconds.items()}
             records.append(Record(BENCHMARK, dataset, protocol, name, metrics, seconds, params))

@@ -40,12 +40,3 @@ def test_validate_runs_on_construction_and_replace():
     with pytest.raises(ValueError, match="rate must be positive"):
         Outer().replace(rate=-1.0)
     assert Outer().replace(rate=0.5).rate == 0.5
-
-
-def test_route_overrides_sends_each_setting_to_its_owner():
-    from ytdnn.config import route_overrides
-
-    routed = route_overrides({"outer": Outer, "inner": Inner}, {"rate": 0.5, "width": 3, "widths": [8, 4]})
-    assert routed == {"outer": {"rate": 0.5, "widths": (8, 4)}, "inner": {"width": 3}}
-    with pytest.raises(ValueError, match="unknown setting 'depht'"):
-        route_overrides({"outer": Outer}, {"depht": 1})

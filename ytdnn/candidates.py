@@ -14,6 +14,8 @@ nothing executable (DESIGN.md):
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +24,43 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_model, save_model
 
-from ytdnn.config import route_overrides
+from ytdnn.eval.baselines import Popularity
+from ytdnn.eval.metrics import evaluate
+from ytdnn.eval.protocols import holdout_split
 from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
+from ytdnn.modeldir import ModelDir
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
 from ytdnn.models.layers import eval_mode
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import EventStreams, Featurizer
+from ytdnn.train.batches import private_rng
 from ytdnn.train.config import TrainConfig
 from ytdnn.train.loop import History, fit
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the example age is fed as its fitted CDF (vocab/example_age.json)
 EXACT_UP_TO = 100_000  # exact search of 100k x 64 is ~0.6 s per 1,000 queries (DEPENDENCIES.md)
 _STREAM_FIELDS = ("watch_items", "watch_times", "watch_offsets", "tokens", "token_times", "token_offsets",
                   "user_categorical", "user_continuous")
 
 
+DEFAULT_MONITOR = "Recall@20"  # the early-stopping metric when patience is set without one
+# The generator's training when none is given: the number of epochs comes from early stopping on a
+# validation split the generator carves itself (``fit``), so no log needs its epochs tuned by hand.
+DEFAULT_TRAIN = TrainConfig(max_epochs=30, patience=3)
+
+
+class TrainingHealthWarning(UserWarning):
+    """Training diverged, or ended below popularity on its own validation split."""
+
+
 class CandidateGenerator:
     """Fit on canonical tables; ``retrieve(user_ids, k)`` returns the top-k item ids and scores.
 
-    Fitted: ``featurizer_``, ``streams_``, ``model_``, ``history_`` (training History) and, after
-    ``build_index``, ``index_``.
+    Fitted: ``featurizer_``, ``streams_``, ``model_``, ``history_`` (training History),
+    ``selection_`` (what the automatic validation chose, or None) and, after ``build_index``,
+    ``index_``.
     """
 
     def __init__(
@@ -56,7 +73,7 @@ class CandidateGenerator:
     ):
         self.model_cfg = model or CandidateConfig()
         self.example_cfg = examples or ExampleConfig()
-        self.train_cfg = train or TrainConfig()
+        self.train_cfg = train or DEFAULT_TRAIN
         self.max_items, self.max_tokens = max_items, max_tokens
 
     # ---- training ---------------------------------------------------------------------------
@@ -72,25 +89,79 @@ class CandidateGenerator:
         resume: bool = True,
         on_log=None,
     ) -> CandidateGenerator:
-        """Train on the logs. ``validate(generator) -> {metric: value}`` drives early stopping."""
+        """Train on the logs. ``validate(generator) -> {metric: value}`` drives early stopping on
+        ``train.monitor`` (``DEFAULT_MONITOR`` when ``train.patience`` is set without one).
+
+        With ``train.patience`` set and no ``validate``, the number of epochs is chosen on a
+        validation split carved from the log itself (``eval.protocols.holdout_split``: each user's
+        last watch, or a random tenth of an unordered log's), then the model is refit on the whole
+        log for that many epochs; ``selection_`` says what was chosen. Training whose loss rises
+        for a whole epoch, starts far above log(items), or ends below popularity on that split
+        warns (``TrainingHealthWarning``) with the figures.
+        """
+        self.selection_ = None
+        if validate is None and self.train_cfg.patience is not None:
+            return self._fit_auto_validated(watches, searches, users, items, out_dir, resume, on_log)
+        cfg = self.train_cfg
+        if validate is not None and cfg.monitor is None and cfg.patience is not None:
+            cfg = cfg.replace(monitor=DEFAULT_MONITOR)
+        return self._fit(watches, searches, users, validate, items, out_dir, resume, on_log, cfg)
+
+    def _fit(self, watches, searches, users, validate, items, out_dir, resume, on_log, cfg: TrainConfig):
         self.featurizer_ = Featurizer(self.max_items, self.max_tokens).fit(watches, searches, users)
         self.titles_ = _titles(items)
         self.streams_ = self.featurizer_.streams(watches, searches, users)
-        examples = CandidateExamples(self.streams_, self.example_cfg, window_end=self.featurizer_.window_end_)
-        torch.manual_seed(self.train_cfg.seed)  # initial weights
-        self.model_ = CandidateModel(self.model_cfg, self._sizes(), np.r_[0, self.featurizer_.items_.counts_])
+        examples = CandidateExamples(self.streams_, self.example_cfg, self.featurizer_)
+        with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
+            self.model_ = CandidateModel(self.model_cfg, self._sizes(),
+                                         np.r_[0, self.featurizer_.items_.counts_])
         self.index_ = None
 
         def batches(epoch: int, generator: torch.Generator):
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-            return examples.batches(self.train_cfg.batch_size, rng)
+            return examples.batches(cfg.batch_size, rng)
 
         self.history_: History = fit(
-            self.model_, self.train_cfg, batches,
+            self.model_, cfg, batches,
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, num_examples=examples.num_examples_per_epoch(), on_log=on_log,
         )
         self.model_.eval()
+        _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
+        return self
+
+    def _fit_auto_validated(self, watches, searches, users, items, out_dir, resume, on_log) -> CandidateGenerator:
+        """Choose the epochs on ``holdout_split(watches)``, then refit on everything."""
+        cfg = self.train_cfg
+        monitor = cfg.monitor or DEFAULT_MONITOR
+        split = holdout_split(watches, seed=cfg.seed)
+        stage = split.stage("valid")
+        if not len(stage.target):
+            warnings.warn("too few watches per user to carve a validation split: training "
+                          f"{cfg.max_epochs} epochs without early stopping", TrainingHealthWarning, stacklevel=3)
+            return self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
+                             cfg.replace(patience=None, monitor=None))
+        ks, metrics = _validation_cuts(monitor)
+
+        def validate(gen: CandidateGenerator) -> dict[str, float]:
+            return evaluate(gen.scorer_for(split.user_ids, split.item_ids), stage, ks=ks, metrics=metrics)
+
+        fit_rows = stage.fit_table().drop_columns(["user_idx", "item_idx"])
+        self._fit(fit_rows, searches, users, validate, items, None, False, on_log, cfg.replace(monitor=monitor))
+        best = self.history_.best_epoch
+        popularity = evaluate(Popularity().fit(stage.fit, stage.num_users, stage.num_items), stage,
+                              ks=ks, metrics=metrics)
+        chosen = self.history_.epochs[best]["val"]
+        self.selection_ = {"split": f"{split.protocol}: {len(stage.target)} targets", "monitor": monitor,
+                           "epochs": best + 1, "valid": chosen, "popularity": popularity}
+        if chosen[monitor] <= popularity[monitor]:
+            warnings.warn(f"the model ends below popularity on its validation split: {monitor} "
+                          f"{chosen[monitor]:.4f} against {popularity[monitor]:.4f}; check the inputs' scale, "
+                          "lr and the number of epochs", TrainingHealthWarning, stacklevel=3)
+        selection = self.selection_
+        self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
+                  cfg.replace(max_epochs=best + 1, patience=None, monitor=None))
+        self.selection_ = selection
         return self
 
     def _sizes(self) -> CandidateSizes:
@@ -117,7 +188,7 @@ class CandidateGenerator:
         eval_mode(self.model_)
         streams = self.streams_ if streams is None else streams
         out = [
-            self.model_.user_vector(serving_batch(streams, self.example_cfg, user_rows[i : i + batch_size]))
+            self.model_.user_vector(serving_batch(streams, self.example_cfg, user_rows[i : i + batch_size], self.featurizer_.serving_age))
             for i in range(0, len(user_rows), batch_size)
         ]
         return torch.cat(out).numpy() if out else np.zeros((0, self.model_cfg.output_dim), np.float32)
@@ -126,7 +197,7 @@ class CandidateGenerator:
     def score_all(self, user_rows: np.ndarray) -> torch.Tensor:
         """Softmax logits of stream rows [B] over the item vocabulary: [B, V]; column 0 is -inf."""
         eval_mode(self.model_)
-        return self.model_.scores(serving_batch(self.streams_, self.example_cfg, np.asarray(user_rows)))
+        return self.model_.scores(serving_batch(self.streams_, self.example_cfg, np.asarray(user_rows), self.featurizer_.serving_age))
 
     def scorer_for(self, user_ids: pa.Array, item_ids: pa.Array):
         """A ``score_fn(user_idx [B]) -> [B, I]`` over another catalogue (an evaluation split's)."""
@@ -240,7 +311,7 @@ class CandidateGenerator:
             watch_ids=empty, watch_offsets=torch.zeros(n, dtype=torch.int64),
             search_ids=empty, search_offsets=torch.zeros(n, dtype=torch.int64),
             user_categorical=torch.from_numpy(categorical), user_continuous=torch.from_numpy(continuous),
-            example_age=torch.zeros(n), users=torch.zeros(n, dtype=torch.int64),
+            example_age=torch.full((n,), self.featurizer_.serving_age), users=torch.zeros(n, dtype=torch.int64),
             recent_ids=empty, recent_offsets=no_bags,
         )
         eval_mode(self.model_)
@@ -272,7 +343,7 @@ class CandidateGenerator:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {
-            "format_version": FORMAT_VERSION, "kind": "ytdnn.candidates",
+            "format_version": FORMAT_VERSION, "kind": KIND,
             "candidate": self.model_cfg.to_dict(), "examples": self.example_cfg.to_dict(),
             "train": self.train_cfg.to_dict(), "max_items": self.max_items, "max_tokens": self.max_tokens,
         }
@@ -290,41 +361,93 @@ class CandidateGenerator:
 
     @classmethod
     def load(cls, directory: str | Path) -> CandidateGenerator:
-        directory = Path(directory)
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"{directory} is not a ytdnn model directory (no config.json)")
-        config = json.loads((directory / "config.json").read_text())
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"model directory format {config.get('format_version')} is not {FORMAT_VERSION}")
-        gen = cls(
-            CandidateConfig.from_dict(config["candidate"]), ExampleConfig.from_dict(config["examples"]),
-            TrainConfig.from_dict(config["train"]), config["max_items"], config["max_tokens"],
-        )
-        gen.featurizer_ = Featurizer.load(directory / "vocab")
-        gen.titles_ = {item: title for item, title in json.loads((directory / "vocab" / "titles.json").read_text())}
-        with np.load(directory / "history.npz", allow_pickle=False) as arrays:
-            gen.streams_ = EventStreams(**{n: arrays[n] for n in _STREAM_FIELDS}, ordered=bool(arrays["ordered"]))
-        gen.model_ = CandidateModel(gen.model_cfg, gen._sizes())
-        load_model(gen.model_, str(directory / "candidate.safetensors"))
-        gen.model_.eval()
-        gen.index_ = load_index(directory / "index") if (directory / "index").exists() else None
+        """A directory written by ``save``. It may name only files inside itself, and any failure
+        is a ModelDirError (a ValueError) naming the directory and the file (ytdnn.modeldir)."""
+        md = ModelDir(directory)
+        with md.loading():
+            config = md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)
+            gen = cls(config["candidate"], config["examples"], config["train"], config["max_items"],
+                      config["max_tokens"])
+            gen.featurizer_ = Featurizer.load(md.folder("vocab", check_entries=True))
+            gen.titles_ = {item: title for item, title in md.read_json("vocab/titles.json")}
+            with np.load(md.file("history.npz"), allow_pickle=False) as arrays:
+                gen.streams_ = EventStreams(**{n: arrays[n] for n in _STREAM_FIELDS},
+                                            ordered=bool(arrays["ordered"]))
+            _check_streams(md, gen.streams_, gen.featurizer_)
+            gen.model_ = CandidateModel(gen.model_cfg, gen._sizes())
+            load_model(gen.model_, str(md.weights("candidate.safetensors")))
+            gen.model_.eval()
+            gen.index_ = load_index(md.folder("index")) if md.has("index") else None
+            if gen.index_ is not None:
+                _check_index(md, gen.index_, gen)
         return gen
 
 
-def configs_from_json(path: str | Path) -> dict[str, Any]:
-    """The typed configs of a config.json (a model directory's, or one written by hand)."""
-    config = json.loads(Path(path).read_text())
-    unknown = sorted(set(config) - {"candidate", "examples", "train", "format_version", "kind", "max_items", "max_tokens"})
-    if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown}")
-    out: dict[str, Any] = {}
-    for section, (key, cls) in _SECTIONS.items():
-        if section in config:
-            out[key] = cls.from_dict(config[section])
-    for key in ("max_items", "max_tokens"):
-        if key in config:
-            out[key] = config[key]
-    return out
+KIND = "ytdnn.candidates"
+_CONFIG_SCHEMA = {  # config.json of a candidates directory
+    "format_version": int, "kind": str, "candidate": CandidateConfig, "examples": ExampleConfig,
+    "train": TrainConfig, "max_items": int | None, "max_tokens": int | None,
+}
+
+
+def _validation_cuts(monitor: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The cut-offs and metrics the automatic validation reports: the monitor's and Recall/NDCG@20."""
+    name, _, k = monitor.partition("@")
+    if not k.isdigit():
+        raise ValueError(f"monitor must look like 'Recall@20', got {monitor!r}")
+    return tuple(sorted({20, int(k)})), tuple(dict.fromkeys(("Recall", "NDCG", name)))
+
+
+def _warn_if_diverging(history: History, num_items: int) -> None:
+    """Warn when the training loss rose over a whole epoch, or started far above log(items): the
+    loss of a uniform guess, which a badly scaled input (an example age of ~75,000) exceeds."""
+    losses = [e["train_loss"] for e in history.epochs]
+    if losses and num_items > 1 and losses[0] > 2 * math.log(num_items):
+        warnings.warn(f"the first epoch's loss {losses[0]:.2f} is far above log({num_items} items) = "
+                      f"{math.log(num_items):.2f}: are the inputs scaled, and the lr sane?",
+                      TrainingHealthWarning, stacklevel=4)
+    rising = [i for i in range(1, len(losses)) if losses[i] > losses[i - 1] * 1.05]  # beyond batch noise
+    if rising:
+        i = rising[0]
+        warnings.warn(f"the training loss rose over epoch {i + 1}: {losses[i - 1]:.4f} -> {losses[i]:.4f}; "
+                      "lower the lr or set grad_clip", TrainingHealthWarning, stacklevel=4)
+
+
+def _check_streams(md: ModelDir, streams: EventStreams, featurizer: Featurizer) -> None:
+    """ModelDirError unless history.npz fits the vocabularies (serving indexes them with its ids)."""
+    md.current = "history.npz"
+    s, users = streams, len(featurizer.users_)
+    for name, events, times, offsets in (("watch", s.watch_items, s.watch_times, s.watch_offsets),
+                                         ("token", s.tokens, s.token_times, s.token_offsets)):
+        if (offsets.shape != (users + 1,) or offsets[0] != 0 or offsets[-1] != len(events)
+                or (np.diff(offsets) < 0).any() or times.shape != events.shape):
+            raise md.error(f"{name} offsets and times do not fit {users} users, "
+                           f"{len(events)} events")
+    encoder = featurizer.user_features_
+    cats, conts = len(encoder.categorical_sizes), encoder.num_continuous
+    if s.user_categorical.shape != (users, cats) or s.user_continuous.shape != (users, conts):
+        raise md.error(f"user features are not [{users}, {cats}] and [{users}, {conts}]")
+    ids = [("watch_items", s.watch_items, featurizer.num_items),
+           ("tokens", s.tokens, featurizer.num_tokens)]
+    ids += [("user_categorical", s.user_categorical[:, c], n)
+            for c, n in enumerate(encoder.categorical_sizes)]
+    for name, values, size in ids:
+        integers = values.dtype.kind in "iu"
+        if not integers or (len(values) and not 0 <= values.min() <= values.max() < size):
+            raise md.error(f"{name} are not ids in 0..{size - 1}")
+
+
+def _check_index(md: ModelDir, index, gen: CandidateGenerator) -> None:
+    """ModelDirError unless the index holds item ids of the vocabulary, as wide as the model's
+    vectors (and the bias dimension)."""
+    md.current = "index"
+    dim = gen.model_cfg.output_dim + (gen.model_.item_bias is not None)
+    num_items = gen.featurizer_.num_items
+    ids = index.ids_
+    if index.dim_ != dim:
+        raise md.error(f"holds vectors of width {index.dim_}, the model's are {dim} wide")
+    if len(ids) and not 1 <= ids.min() <= ids.max() < num_items:
+        raise md.error(f"holds ids {ids.min()}..{ids.max()}, not item ids 1..{num_items - 1}")
 
 
 def _offsets_of(counts) -> np.ndarray:
@@ -335,20 +458,3 @@ def _titles(items: pa.Table | None) -> dict[Any, str]:
     if items is None or "title" not in items.column_names:
         return {}
     return {i: t for i, t in zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()) if t is not None}
-
-
-_SECTIONS = {"candidate": ("model", CandidateConfig), "examples": ("examples", ExampleConfig), "train": ("train", TrainConfig)}
-
-
-def split_overrides(configs: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Apply flat ``{setting: value}`` overrides to whichever config owns each setting."""
-    configs = dict(configs)
-    overrides = dict(overrides)
-    for name in ("max_items", "max_tokens"):
-        if name in overrides:
-            configs[name] = overrides.pop(name)
-    routed = route_overrides({key: cls for key, cls in _SECTIONS.values()}, overrides)
-    for key, cls in _SECTIONS.values():
-        if routed[key]:
-            configs[key] = configs.get(key, cls()).replace(**routed[key])
-    return configs

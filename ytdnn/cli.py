@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -40,38 +41,74 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """["depth=2", "lr=0.003", "tower_widths=[64,32]"] -> typed values (JSON, else the string)."""
-    import json
-
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """["depth=2", "ranker.tower=256"] -> {"depth": "2", "ranker.tower": "256"}: the text of each
+    value. The configuration parses it by the setting's declared type
+    (``TwoStageConfig.with_settings``): only it knows that the ranker's ``tower=256`` is a string.
+    """
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ValueError(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        out[key] = value
     return out
 
 
-def _train_candidates(args: argparse.Namespace) -> int:
-    from ytdnn.candidates import CandidateGenerator, configs_from_json, split_overrides
-    from ytdnn.data.schema import Dataset
+def _settings(args: argparse.Namespace):
+    """The TwoStageConfig of ``--config FILE`` (default: the defaults), then every ``--set``."""
+    from ytdnn.configuration import TwoStageConfig
 
-    configs = configs_from_json(args.config) if args.config else {}
-    configs = split_overrides(configs, _parse_overrides(args.set))
-    dataset = Dataset.load(args.data)
-    gen = CandidateGenerator(**configs).fit(
-        dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=args.out
-    )
-    gen.build_index(args.index)
-    gen.save(args.out, metrics={"history": gen.history_.to_dict()})
+    config = TwoStageConfig.load(args.config) if args.config else TwoStageConfig()
+    shortcuts = {"pipeline.index": getattr(args, "index", None),
+                 "pipeline.num_candidates": getattr(args, "num_candidates", None)}
+    config = config.with_settings({k: v for k, v in shortcuts.items() if v is not None})
+    return config.with_settings(_parse_overrides(args.set))
+
+
+def _train_candidates(args: argparse.Namespace) -> int:
+    from ytdnn.data.schema import Dataset
+    from ytdnn.training import fit_candidates
+
+    config = _settings(args)
+    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch)
+    gen.save(args.out, metrics={"history": gen.history_.to_dict(), "selection": gen.selection_})
     last = gen.history_.epochs[-1]
     print(f"trained {len(gen.history_.epochs)} epochs ({last['examples_per_second']:.0f} examples/s, "
           f"final loss {last['train_loss']:.4f}); model written to {args.out}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+
+    from ytdnn.candidates import CandidateGenerator
+    from ytdnn.data.schema import Dataset
+    from ytdnn.eval.compare import compare
+    from ytdnn.eval.report import format_table, machine_description
+
+    generator = _settings(args).generator_kwargs()
+    dataset = Dataset.load(args.data)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    print(f"evaluating {', '.join(models)} on {args.data} ({args.protocol}); choices on validation, "
+          "figures on test after a refit", file=sys.stderr, flush=True)
+    records = compare(dataset, args.protocol, models, lambda: CandidateGenerator(**generator),
+                      name=Path(args.data).name, command="ytdnn " + " ".join(sys.argv[1:]),
+                      seed=args.seed, progress=True, on_log=_print_epoch)
+    for record in records:
+        record.machine = machine_description()
+    print(format_table(records))
+    if args.out:
+        Path(args.out).write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _print_epoch(record: dict) -> None:
+    """One line per finished epoch on stderr (the tqdm bars show only on a terminal)."""
+    if "train_loss" in record:
+        val = {k: round(v, 4) for k, v in (record.get("val") or {}).items()}
+        print(f"  epoch {record['epoch'] + 1}: loss {record['train_loss']:.4f} {val or ''} "
+              f"({record['examples_per_second']:.0f} examples/s)", file=sys.stderr, flush=True)
 
 
 def _retrieve(args: argparse.Namespace) -> int:
@@ -91,10 +128,9 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 def _train_ranker(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
-    from ytdnn.pipeline import ranker_configs, train_ranker
+    from ytdnn.training import train_ranker
 
-    configs = ranker_configs(_parse_overrides(args.set))
-    rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, configs=configs)
+    rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, config=_settings(args))
     last = rec.ranker.history_.epochs[-1]
     print(f"trained the ranker {len(rec.ranker.history_.epochs)} epochs (final loss {last['train_loss']:.4f}); "
           f"written to {args.out or Path(args.model) / 'ranker'}")
@@ -102,14 +138,10 @@ def _train_ranker(args: argparse.Namespace) -> int:
 
 
 def _train_all(args: argparse.Namespace) -> int:
-    from ytdnn.candidates import configs_from_json, split_overrides
     from ytdnn.data.schema import Dataset
-    from ytdnn.pipeline import ranker_configs, train_all
+    from ytdnn.training import train_all
 
-    candidate = configs_from_json(args.config) if args.config else {}
-    candidate = split_overrides(candidate, _parse_overrides(args.set))
-    configs = ranker_configs(_parse_overrides(args.ranker_set))
-    train_all(Dataset.load(args.data), args.out, candidate, configs, args.num_candidates, args.index)
+    train_all(Dataset.load(args.data), args.out, _settings(args))
     print(f"trained the candidate generator and the ranker; model written to {args.out}")
     return 0
 
@@ -141,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ytdnn.serve.app import create_app, install_sighup_reload
     from ytdnn.serve.engine import ServeConfig
+    from ytdnn.serve.protocol import JSONErrorH11Protocol
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # The HTTP event loop and the inference thread share the GIL: hand it over every 1 ms rather
@@ -149,6 +182,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(max_batch_size=args.max_batch, num_threads=args.threads,
                          num_candidates=args.candidates)
     token = os.environ.get("YTDNN_ADMIN_TOKEN") or None
+    if config.num_threads is not None:  # process-wide: set by the entry point, never the library
+        import torch
+
+        torch.set_num_threads(config.num_threads)
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     app = create_app(args.model, events=args.events, admin_token=token, config=config,
                      data_dir=args.data, seed=not args.no_seed)
@@ -160,7 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"(docs: /docs; events: {store}; admin: {admin}; SIGHUP reloads {args.model})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, timeout_graceful_shutdown=10)
+                access_log=args.access_log, timeout_graceful_shutdown=10, http=JSONErrorH11Protocol)
     return 0
 
 
@@ -168,6 +205,33 @@ def _demo(args: argparse.Namespace) -> int:
     from ytdnn.demo import run_demo
 
     run_demo(preset=args.preset, out_dir=Path(args.out))
+    return 0
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="a configuration JSON (sections as `ytdnn config show` lists), or a model's config.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one setting, e.g. --set ranker.tower=256 --set train.lr=0.003 "
+                             "(a bare key when one section has it); `ytdnn config show` lists them")
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from ytdnn.configuration import TwoStageConfig
+    from ytdnn.modeldir import ModelDir
+
+    if args.model:
+        md = ModelDir(args.model)
+        with md.loading():
+            config = TwoStageConfig.load(md.path("config.json"))
+    else:
+        config = TwoStageConfig()
+    config = config.with_settings(_parse_overrides(args.set))
+    rows = [(key, json.dumps(value if not isinstance(value, tuple) else list(value)), meaning)
+            for key, value, meaning in config.describe()]
+    width = max(len(k) for k, _, _ in rows), max(len(v) for _, v, _ in rows)
+    for key, value, meaning in rows:
+        print(f"{key:<{width[0]}}  {value:<{width[1]}}  {meaning}")
     return 0
 
 
@@ -199,31 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     candidates = train.add_parser("candidates", help="train the candidate generator (paper section 3)")
     candidates.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     candidates.add_argument("--out", required=True, help="model directory to write")
-    candidates.add_argument("--config", default=None, help="config.json with candidate/examples/train sections")
-    candidates.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="override one setting, e.g. --set depth=2 --set lr=0.003")
-    candidates.add_argument("--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"],
-                            help="nearest-neighbour index; auto = exact up to 100k items, IVF beyond")
+    _settings_flags(candidates)
+    candidates.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"],
+                            help="nearest-neighbour index (pipeline.index); auto = exact up to 100k items, IVF beyond")
     candidates.set_defaults(func=_train_candidates)
 
     ranker = train.add_parser("ranker", help="train the ranker (paper section 4) for a candidates model")
     ranker.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     ranker.add_argument("--model", required=True, help="candidates (or two-stage) model directory")
     ranker.add_argument("--out", default=None, help="write a two-stage model here (default: MODEL/ranker)")
-    ranker.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="ranker, training or impression setting, e.g. --set tower=512-256")
+    _settings_flags(ranker)
     ranker.set_defaults(func=_train_ranker)
 
     both = train.add_parser("all", help="train both stages into one model directory")
     both.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     both.add_argument("--out", required=True, help="model directory to write")
-    both.add_argument("--config", default=None, help="config.json with candidate/examples/train sections")
-    both.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="candidate generator setting, as for `train candidates`")
-    both.add_argument("--ranker-set", action="append", default=[], metavar="KEY=VALUE",
-                      help="ranker, training or impression setting, e.g. --ranker-set tower=256")
-    both.add_argument("--num-candidates", type=int, default=500, help="candidates ranked per request")
-    both.add_argument("--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"])
+    _settings_flags(both)
+    both.add_argument("--num-candidates", type=int, default=None,
+                      help="candidates ranked per request (pipeline.num_candidates)")
+    both.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"], help="(pipeline.index)")
     both.set_defaults(func=_train_all)
 
     recommend = commands.add_parser("recommend", help="top-k recommendations of both stages for a user")
@@ -232,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--candidates", type=int, default=None, help="candidates to rank (default: the model's)")
     recommend.set_defaults(func=_recommend)
+
+    evaluate = commands.add_parser("evaluate", help="ytdnn against popularity and EASE on your own log")
+    evaluate.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    evaluate.add_argument("--protocol", required=True, choices=["temporal", "random", "global-time"],
+                          help="temporal: each user's last watch tests, the one before validates; "
+                               "random: 5 folds (or the 'fold' column), fold 1 tests, fold 2 validates; "
+                               "global-time: the last tenth of the span tests, the tenth before validates")
+    evaluate.add_argument("--models", default="popularity,EASE,ytdnn", help="comma-separated")
+    _settings_flags(evaluate)
+    evaluate.add_argument("--seed", type=int, default=0, help="draws the random folds")
+    evaluate.add_argument("--out", default=None, help="write the records as JSON here")
+    evaluate.set_defaults(func=_evaluate)
 
     retrieve = commands.add_parser("retrieve", help="top-k candidates for a user from a model directory")
     retrieve.add_argument("--model", required=True)
@@ -258,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
+
+    config = commands.add_parser("config", help="the settings of both stages").add_subparsers(
+        dest="config_command", required=True)
+    show = config.add_parser("show", help="every setting with its value (default, or a model's) and meaning")
+    show.add_argument("--model", default=None, help="show the settings a model directory was trained with")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="show with these settings")
+    show.set_defaults(func=_config_show)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the synthetic world")
     demo.add_argument("--preset", default="small", choices=["tiny", "small", "large"])

@@ -1,13 +1,16 @@
 """Typed configuration: frozen dataclasses with paper defaults, saved as JSON in a model directory.
 
 Every component takes only its config. ``from_dict`` rejects unknown keys so a typo in a config
-file or a CLI override is an error, not a silently ignored setting.
+file or a CLI override is an error, not a silently ignored setting, and checks each value against
+its field's type (``check_type``): ``depth: 1.5`` or ``use_watches: 1`` is an error naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,14 +38,8 @@ class Config:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(fields)}")
         hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for name, value in values.items():
-            hint = hints[name]
-            if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
-                value = hint.from_dict(value)
-            elif typing.get_origin(hint) is tuple and isinstance(value, list):
-                value = tuple(value)
-            kwargs[name] = value
+        kwargs = {name: check_type(f"{cls.__name__}.{name}", value, hints[name])
+                  for name, value in values.items()}
         return cls(**kwargs)
 
     def replace(self, **overrides: Any) -> typing.Self:
@@ -56,14 +53,83 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def route_overrides(owners: dict[str, type[Config]], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Flat ``{setting: value}`` -> ``{owner key: {setting: value}}``, each setting going to the
-    first config class in ``owners`` that has it; JSON lists become tuples. Unknown -> ValueError.
+def check_type(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as a field of type ``hint`` takes it (a JSON list becomes a tuple, a dict a nested
+    Config); ValueError naming ``name`` when it is of another type.
+
+    bool is not an int here (``max_items: true`` is a mistake, not 1), an int is a float, and
+    hints other than None, bool, int, float, str, dict, tuples, unions and Configs are not checked.
     """
-    routed: dict[str, dict[str, Any]] = {key: {} for key in owners}
-    for name, value in overrides.items():
-        key = next((k for k, cls in owners.items() if name in cls.__dataclass_fields__), None)
-        if key is None:
-            raise ValueError(f"unknown setting {name!r}")
-        routed[key][name] = tuple(value) if isinstance(value, list) else value
-    return routed
+    if _is_union(hint):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        others = [option for option in options if option is not type(None)]
+        if len(others) == 1:  # X | None: X's own message says more than "X or null"
+            return check_type(name, value, others[0])
+        for option in others:
+            try:
+                return check_type(name, value, option)
+            except ValueError:
+                continue
+        raise ValueError(f"{name} must be {_type_name(hint)}, got {value!r}")
+    if isinstance(hint, type) and issubclass(hint, Config):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):  # ValueError like every bad setting: one kind to catch
+            raise ValueError(  # noqa: TRY004
+                f"{name} must be a JSON object of {hint.__name__} settings, got {value!r}")
+        return hint.from_dict(value)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(check_type(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+        return tuple(value)
+    check = _SCALARS.get(hint)
+    if check is not None and not check(value):
+        raise ValueError(f"{name} must be {_type_name(hint)}, got {value!r}")
+    return value
+
+
+_SCALARS = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    dict: lambda v: isinstance(v, dict),
+}
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(hint: Any) -> str:
+    if _is_union(hint):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             dict: "a JSON object"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def parse_setting(name: str, hint: Any, text: str) -> Any:
+    """The command-line text of setting ``name`` as a value of its declared type ``hint``.
+
+    A str setting keeps the text as written (``tower=256`` is "256"); any other is read as JSON
+    (``2``, ``0.003``, ``true``, ``null``, ``[64,32]``) and checked by ``check_type``, so a value of
+    the wrong type is a ValueError naming the setting.
+    """
+    if hint is str or (_is_union(hint) and str in typing.get_args(hint) and text != "null"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # not JSON: check_type names the setting and the type it wanted
+    return check_type(name, value, hint)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.schema import Dataset
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.eval.baselines import EASE, EASEConfig, Popularity, choose_on_validation, refit_and_test
@@ -27,11 +28,12 @@ from ytdnn.eval.protocols import GLOBAL_TIME, Split, global_time_split
 from ytdnn.eval.report import Record, format_table, machine_description
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
-from ytdnn.pipeline import Recommender, fit_ranker
+from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.impressions import ImpressionConfig
 from ytdnn.train.config import TrainConfig
+from ytdnn.training import fit_ranker
 
 DAY = 86_400
 TEST_DAYS = 7  # the last week of the window is the test window; the week before it validates
@@ -105,8 +107,8 @@ def train_ranker(world, gen: CandidateGenerator, train_end: int) -> tuple[Ranker
     before = Dataset(*(None if t is None else t.filter(pc.less(t["timestamp"], train_end))
                        for t in (d.watches, d.searches, d.impressions)), users=d.users, items=d.items)
     start = time.perf_counter()
-    ranker = fit_ranker(gen, before, {"model": DEMO_RANKER, "train": DEMO_RANKER_TRAIN,
-                                      "impressions": DEMO_IMPRESSIONS})
+    ranker = fit_ranker(gen, before, TwoStageConfig(ranker=DEMO_RANKER, ranker_train=DEMO_RANKER_TRAIN,
+                                                    impressions=DEMO_IMPRESSIONS))
     print(f"   {ranker.history_.epochs[0]['examples']:,} built impressions, tower {DEMO_RANKER.tower}; scores below are"
           " exp(logit): watch time per kept negative, so ~10x seconds (50 of 500 negatives kept)")
     return ranker, time.perf_counter() - start

@@ -20,6 +20,7 @@ stage is "ranker"; without one, the score is the generator's logit and the stage
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -29,16 +30,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.config import route_overrides
-from ytdnn.data.schema import DataError
-from ytdnn.ranking import Ranker, RankerBag, load_ranker
+from ytdnn.configuration import TwoStageConfig
+from ytdnn.modeldir import CONFIG, ModelDir
+from ytdnn.ranking import Ranker, load_ranker
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json records the settings of both stages (TwoStageConfig)
 KIND = "ytdnn.recommender"
+_CONFIG_SCHEMA = {  # config.json of a two-stage directory; the stages' folders, relative to it
+    "format_version": int, "kind": str, "num_candidates": int, "candidates": str,
+    "ranker": str | None, "settings": dict,
+}
 
 
 @dataclass
@@ -58,12 +62,16 @@ class Recommendation:
 class Recommender:
     """Holds a fitted CandidateGenerator and, optionally, a fitted Ranker."""
 
-    def __init__(self, candidates: CandidateGenerator, ranker: Ranker | None = None, num_candidates: int = 500):
+    def __init__(self, candidates: CandidateGenerator, ranker: Ranker | None = None, num_candidates: int = 500,
+                 settings: TwoStageConfig | None = None):
+        """settings: the configuration both stages were trained with, recorded in the model
+        directory (default: what the stages themselves hold)."""
         if not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
         if ranker is not None:
             ranker.featurizer_.check_generator(candidates)
         self.candidates, self.ranker, self.num_candidates = candidates, ranker, num_candidates
+        self.settings = _settings_of(candidates, ranker, num_candidates, settings)
         self.timings_: dict[str, float] = {}  # seconds per stage of the last call
         self._item_matrix: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -199,116 +207,45 @@ class Recommender:
         if self.ranker is not None:
             self.ranker.save(directory / "ranker")
         config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_candidates": self.num_candidates,
-                  "candidates": "candidates", "ranker": "ranker" if self.ranker is not None else None}
+                  "candidates": "candidates", "ranker": "ranker" if self.ranker is not None else None,
+                  "settings": self.settings.to_dict()}
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, num_candidates: int | None = None) -> Recommender:
-        """A two-stage directory, or a candidates directory (with an optional ranker/ inside)."""
-        directory = Path(directory)
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"{directory} is not a ytdnn model directory (no config.json)")
-        config = json.loads((directory / "config.json").read_text())
-        if config.get("kind") == KIND:
-            if config.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"model directory format {config.get('format_version')} is not {FORMAT_VERSION}")
-            generator = CandidateGenerator.load(directory / config["candidates"])
-            ranker = load_ranker(directory / config["ranker"]) if config.get("ranker") else None
-            n = config["num_candidates"]
-        else:  # a candidate generator's own directory
-            generator = CandidateGenerator.load(directory)
-            ranker = load_ranker(directory / "ranker") if (directory / "ranker" / "config.json").exists() else None
-            n = 500
-        return cls(generator, ranker, num_candidates if num_candidates is not None else n)
+        """A two-stage directory, or a candidates directory (with an optional ranker/ inside).
+
+        Both stages must lie inside ``directory`` and any failure is a ModelDirError (a
+        ValueError) naming the directory and the file (ytdnn.modeldir).
+        """
+        md = ModelDir(directory)
+        with md.loading():
+            if md.kind() == KIND:
+                config = md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)
+                if config["num_candidates"] < 1:
+                    raise md.error(f"num_candidates must be >= 1, got {config['num_candidates']}")
+                generator = CandidateGenerator.load(md.folder(config["candidates"]))
+                ranker_dir, n = config["ranker"], config["num_candidates"]
+                settings = TwoStageConfig.from_dict(config["settings"])
+            else:  # a candidate generator's own directory
+                generator = CandidateGenerator.load(directory)
+                ranker_dir, n, settings = ("ranker" if md.has("ranker/config.json") else None), 500, None
+            ranker = load_ranker(md.folder(ranker_dir)) if ranker_dir is not None else None
+            md.current = ranker_dir or CONFIG  # a ranker trained for another generator
+            rec = cls(generator, ranker, n, settings)
+        # the caller's num_candidates is no fault of the directory: its error is raised as is
+        return rec if num_candidates is None else cls(generator, ranker, num_candidates, settings)
 
 
-# ---- training both stages (what the `ytdnn train ranker` / `train all` commands call) ----------
-
-
-def ranker_configs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Flat {setting: value} -> {"model": RankerConfig, "train": TrainConfig, "impressions":
-    ImpressionConfig}, each setting going to the config that owns it (ranker first)."""
-    from ytdnn.models.ranker import RankerConfig
-    from ytdnn.samples.impressions import ImpressionConfig
-    from ytdnn.train.config import TrainConfig
-
-    owners = {"model": RankerConfig, "train": TrainConfig, "impressions": ImpressionConfig}
-    values = route_overrides(owners, overrides or {})
-    return {key: cls.from_dict(values[key]) for key, cls in owners.items()}
-
-
-def fit_ranker(generator: CandidateGenerator, dataset, configs: dict[str, Any] | None = None,
-               out_dir: str | Path | None = None) -> Ranker | RankerBag:
-    """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
-    generator's top N (``samples.impressions``; ``configs["impressions"].source``). With
-    ``last_watches`` set, the pages come from a stacking generator that never saw their positives,
-    and the ranker learns its features from that one (it serves behind ``generator``). With
-    ``samples`` > 1, that many rankers on pages built with seeds seed, seed + 1, ... (training
-    seeds likewise), served as one RankerBag."""
-    from ytdnn.samples.impressions import stacking_generator
-
-    configs = configs or ranker_configs()
-    cfg = configs["impressions"]
-    logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
-    source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
-    if source in ("logged", "both") and logged is None:
-        raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
-    built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
-    pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
-    own = pages is generator  # else the features need the whole log, not the stacking generator's
-    rankers, count = [], cfg.samples if built else 1  # logged pages are one sample: the log
-    for k in range(count):
-        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown)
-        train = configs["train"].replace(seed=configs["train"].seed + k)
-        member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
-        rankers.append(Ranker(configs["model"], train).fit(
-            pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
-            None if own else dataset.users, items=dataset.items, out_dir=member_dir,
-            log_impressions=False if shown is None else shown))
-    return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
-
-
-def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None) -> pa.Table:
-    """Built pages and/or the logged impressions as one table, page ids kept apart."""
-    from ytdnn.samples.impressions import impressions_from_candidates
-
-    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users)] if built else []
-    if logged is not None:
-        first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
-        dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
-        parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
-                                       pa.array(dense + first_page, pa.int64())))
-    return pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
-
-
-def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
-                 configs: dict[str, Any] | None = None) -> Recommender:
-    """Train a ranker for the candidate generator of ``model_dir`` and write it: into ``out`` as a
-    two-stage directory when given, else next to the generator in ``model_dir`` (ranker/)."""
-    model_dir = Path(model_dir)
-    rec = Recommender.load(model_dir)
-    ranker = fit_ranker(rec.candidates, dataset, configs)
-    rec = Recommender(rec.candidates, ranker, rec.num_candidates)
-    if out is not None and Path(out).resolve() != model_dir.resolve():
-        rec.save(out)
-        return rec
-    ranker.save(model_dir / "ranker")
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("kind") == KIND and config.get("ranker") != "ranker":  # a two-stage directory
-        config["ranker"] = "ranker"
-        (model_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return rec
-
-
-def train_all(dataset, out: str | Path, candidate_configs: dict[str, Any] | None = None,
-              configs: dict[str, Any] | None = None, num_candidates: int = 500, index: str = "auto") -> Recommender:
-    """Both stages on one dataset, written to ``out`` as one two-stage model directory."""
-    out = Path(out)
-    generator = CandidateGenerator(**(candidate_configs or {})).fit(
-        dataset.watches, dataset.searches, dataset.users, items=dataset.items)
-    generator.build_index(index)
-    ranker = fit_ranker(generator, dataset, configs)
-    rec = Recommender(generator, ranker, num_candidates)
-    rec.save(out)
-    return rec
+def _settings_of(candidates: CandidateGenerator, ranker, num_candidates: int,
+                 settings: TwoStageConfig | None) -> TwoStageConfig:
+    """The given settings, or those the fitted stages hold, with this num_candidates."""
+    if settings is None:
+        g = candidates
+        settings = TwoStageConfig(candidates=g.model_cfg, examples=g.example_cfg, train=g.train_cfg)
+        first = getattr(ranker, "rankers", [ranker])[0]  # a RankerBag's members share their configs
+        if first is not None:
+            settings = dataclasses.replace(settings, ranker=first.model_cfg, ranker_train=first.train_cfg)
+        settings = settings.with_settings({"pipeline.max_items": g.max_items, "pipeline.max_tokens": g.max_tokens})
+    return settings.with_settings({"pipeline.num_candidates": num_candidates})

@@ -11,6 +11,10 @@ A fitted ranker is saved as a model directory, loaded without unpickling anythin
     ranker.safetensors     the weights
     features/              item vocabulary and features, quantiles, impression log (JSON, .npz)
 
+A ranker trained on rated pairs (``fit_ratings``, samples/ratings.py) also holds ratings.npz
+(the training ratings by user and item, which its rated bag reads) and rating_quantiles.json,
+and may carry the rating heads (``predict_pairs`` returns their expected rating).
+
 A RankerBag (rankers trained on different samples of pages, ``ImpressionConfig.samples``) is a
 directory with a config.json of kind "ytdnn.ranker-bag" and one ranker directory per member
 (member-0/, member-1/, ...). ``load_ranker`` reads either.
@@ -18,6 +22,7 @@ directory with a config.json of kind "ytdnn.ranker-bag" and one ranker directory
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,7 +33,9 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from ytdnn.data.schema import DataError
+from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.ranking import Queries, RankingFeaturizer
+from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.samples.ranking import (
@@ -38,22 +45,44 @@ from ytdnn.samples.ranking import (
     candidate_features,
     history_end,
 )
+from ytdnn.samples.ratings import (
+    MAX_RATING_LEVELS,
+    RatedExamples,
+    RatingConfig,
+    RatingLog,
+    assemble_rated_batch,
+    draw_negatives,
+    holdout_contexts,
+    window_features,
+)
 from ytdnn.samples.streams import EventStreams
+from ytdnn.train.batches import private_rng
 from ytdnn.train.config import TrainConfig
 from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 1
 KIND = "ytdnn.ranker"
 BAG_KIND = "ytdnn.ranker-bag"
+_CONFIG_SCHEMA = {  # config.json of a ranker directory (what save writes)
+    "format_version": int, "kind": str, "ranker": RankerConfig, "train": TrainConfig,
+    "sizes": RankerSizes, "ratings": RatingConfig | None,
+}
+_BAG_SCHEMA = {"format_version": int, "kind": str, "members": int}  # members: member-0/, ...
 SCORE = CONTINUOUS_FEATURES.index("candidate_score")  # the raw column that feeds the score skip
 
 
 class Ranker:
-    """Fitted: ``featurizer_`` (RankingFeaturizer), ``model_`` (RankerModel), ``history_``."""
+    """Fitted: ``featurizer_`` (RankingFeaturizer), ``model_`` (RankerModel), ``history_``; after
+    ``fit_ratings`` also ``rating_log_`` (RatingLog) and ``rating_normalizer_``.
 
-    def __init__(self, model: RankerConfig | None = None, train: TrainConfig | None = None):
+    ratings: the RatingConfig of a ranker trained on rated pairs (``fit_ratings``), else None.
+    """
+
+    def __init__(self, model: RankerConfig | None = None, train: TrainConfig | None = None,
+                 ratings: RatingConfig | None = None):
         self.model_cfg = model or RankerConfig()
         self.train_cfg = train or TrainConfig()
+        self.rating_cfg = ratings
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -81,8 +110,8 @@ class Ranker:
         raw, binary = self._raw(generator, streams, queries, None)
         self.featurizer_.fit_normalizer(raw)
         examples = self._examples(generator, streams, impressions, queries, raw, binary)
-        torch.manual_seed(self.train_cfg.seed)  # initial weights
-        self.model_ = RankerModel(cfg, self._sizes(generator))
+        with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
+            self.model_ = RankerModel(cfg, self._sizes(generator))
 
         def batches(epoch: int, rng_torch: torch.Generator):
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
@@ -95,6 +124,123 @@ class Ranker:
         )
         self.model_.eval()
         return self
+
+    def fit_ratings(self, generator, watches: pa.Table, ratings: np.ndarray | None = None,
+                    users: pa.Table | None = None, items: pa.Table | None = None,
+                    ratings_cfg: RatingConfig | None = None, validate=None,
+                    out_dir: str | Path | None = None, resume: bool = True, on_log=None) -> Ranker:
+        """Train on the rated pairs of ``watches`` (the log ``generator`` was fitted on), with
+        features from each user's other ratings (samples/ratings.py): ordered logs by time,
+        unordered ones by fold holdout.
+
+        ratings [W]: the rating of each watch, which the rating heads learn and the rated bag
+        reads; None = no ratings (the heads must be off; the bag weighs the watch times). The
+        positives weigh their watch time (1 where the log has none).
+        """
+        self.rating_cfg = rc = ratings_cfg or self.rating_cfg or RatingConfig()
+        cfg, f_gen = self.model_cfg, generator.featurizer_
+        if ratings is None and cfg.rating_heads:
+            raise ValueError("the rating heads need ratings")
+        watch_time = (watches.column("watch_time").to_numpy(zero_copy_only=False).astype(np.float64)
+                      if "watch_time" in watches.column_names else np.ones(len(watches)))
+        values = watch_time if ratings is None else np.asarray(ratings, np.float64)
+        if len(values) != len(watches) or np.isnan(values).any():
+            raise ValueError(f"ratings must be {len(watches)} numbers, one per watch, none NaN")
+        levels = np.unique(values)
+        if cfg.rating_class_loss_weight > 0 and len(levels) > MAX_RATING_LEVELS:
+            raise ValueError(f"the class head needs <= {MAX_RATING_LEVELS} rating levels, got {len(levels)}")
+        self.featurizer_ = RankingFeaturizer(cfg.max_items, cfg.use_powers, cfg.num_quantiles).fit(
+            watches.column("item_id"), _no_impressions(watches), items, f_gen.user_features_.to_dict())
+        gen_streams = generator.streams_
+        self.featurizer_.set_watch_log(self.featurizer_.item_map(generator)[gen_streams.watch_items],
+                                       gen_streams.watch_times)
+        user_rows = f_gen.users_.encode(watches.column("user_id"))
+        gen_items = f_gen.items_.encode(watches.column("item_id"))
+        self.rating_log_ = RatingLog.fit(user_rows, gen_items, values, f_gen.num_items)
+        self.rating_fill_ = float(values.mean()) if len(values) else 0.0
+        times = watches.column("timestamp").to_numpy(zero_copy_only=False).astype(np.int64) if f_gen.ordered_ else None
+        rng = np.random.default_rng(rc.seed)
+        examples = self._rated_examples(generator, user_rows, gen_items, times, values, watch_time,
+                                        ratings is not None, rng)
+        if len(levels) > MAX_RATING_LEVELS:
+            levels = levels[[0, -1]]  # the scale only
+        sizes = dataclasses.replace(
+            self._sizes(generator), num_continuous=examples.continuous.shape[1],
+            rating_levels=tuple(float(v) for v in levels) if ratings is not None else (),
+            rating_mean=self.rating_fill_ if ratings is not None else 0.0)
+        with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
+            self.model_ = RankerModel(cfg, sizes)
+
+        def batches(epoch: int, rng_torch: torch.Generator):
+            rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
+            return examples.batches(self.train_cfg.batch_size, rng)
+
+        self.history_: History = fit(
+            self.model_, self.train_cfg, batches,
+            validate=None if validate is None else (lambda model: validate(self)),
+            out_dir=out_dir, resume=resume, num_examples=len(examples), on_log=on_log,
+        )
+        self.model_.eval()
+        return self
+
+    def _rated_examples(self, generator, user_rows, gen_items, times, values, watch_time,
+                        has_ratings: bool, rng: np.random.Generator) -> RatedExamples:
+        """Positives (every rated row) and negatives, in their holdout contexts, with features."""
+        rc, f, gen_streams = self.rating_cfg, self.featurizer_, generator.streams_
+        ctx = holdout_contexts(user_rows, times, gen_streams.num_users, rc.folds, rng)
+        num_contexts = len(ctx.context_user)
+        streams = EventStreams(
+            watch_items=gen_items[ctx.stream],
+            watch_times=np.zeros(len(ctx.stream), np.int64) if times is None else times[ctx.stream],
+            watch_offsets=ctx.offsets, tokens=np.zeros(0, np.int64), token_times=np.zeros(0, np.int64),
+            token_offsets=np.zeros(num_contexts + 1, np.int64),
+            user_categorical=gen_streams.user_categorical[ctx.context_user],
+            user_continuous=gen_streams.user_continuous[ctx.context_user], ordered=times is not None)
+        neg_rows, neg_items = draw_negatives(user_rows, self.rating_log_, rc.negatives_per_rating,
+                                            generator.featurizer_.num_items, rng)
+        rows = np.concatenate([np.arange(len(user_rows)), neg_rows])  # [N] the rated row of each
+        items = np.concatenate([gen_items, neg_items])  # [N] generator ids
+        positive = np.arange(len(rows)) < len(user_rows)
+        q = Queries(users=ctx.example_context[rows], gen_items=items, items=f.item_map(generator)[items],
+                    times=np.ones(len(rows), np.int64) if times is None else times[rows],
+                    watch_end=ctx.example_end[rows], token_end=np.zeros(len(rows), np.int64),
+                    imp_rows=np.zeros(len(rows), np.int64))
+        history_ratings = values[ctx.stream]
+        raw, binary = self._pair_raw(generator, streams, q)
+        f.fit_normalizer(raw)
+        bag = window_features(history_ratings, streams.watch_offsets[q.users], q.watch_end,
+                              self._max_history(streams), self.rating_fill_)
+        self.rating_normalizer_ = QuantileNormalizer(min(self.model_cfg.num_quantiles, max(len(bag) - 1, 1))).fit(bag)
+        return RatedExamples(
+            tables=f.tables(generator, streams), history_ratings=history_ratings,
+            max_history=self._max_history(streams), contexts=q.users, items=q.items, watch_end=q.watch_end,
+            continuous=np.concatenate([f.normalize(raw, binary), self._bag_continuous(bag)], axis=1),
+            labels=positive.astype(np.float32),
+            weights=np.where(positive, watch_time[rows], 1.0).astype(np.float32),
+            ratings=np.where(positive & has_ratings, values[rows], np.nan).astype(np.float32),
+            prior=raw[:, SCORE], fill=self.rating_fill_)
+
+    def _pair_raw(self, generator, streams: EventStreams, q: Queries, score=None, rank=None):
+        """Raw continuous and binary features of rated pairs; the generator's view only when
+        RatingConfig.candidate_features (else 0: a constant the normalizer maps to one value)."""
+        if self.rating_cfg.candidate_features:
+            if score is None:
+                score, rank = candidate_features(generator, streams, q.users, q.watch_end, q.token_end, q.gen_items)
+        else:
+            score = rank = np.zeros(len(q.users))
+        return self.featurizer_.raw_features(generator, streams, q, score, rank)
+
+    def _bag_continuous(self, bag: np.ndarray) -> np.ndarray:
+        """RATING_FEATURES [N, 2] raw -> normalised [N, 2] (or [N, 6] with powers), float32."""
+        n = self.rating_normalizer_
+        return n.transform_with_powers(bag) if self.model_cfg.use_powers else n.transform(bag)
+
+    def _max_history(self, streams: EventStreams) -> int:
+        """The watched-items bag: the last max_watch_history, or for an unordered log (no "last")
+        all of the user's watches, as the candidate generator serves them."""
+        if streams.ordered:
+            return self.model_cfg.max_watch_history
+        return max(int(np.diff(streams.watch_offsets).max(initial=1)), 1)
 
     def _sizes(self, generator) -> RankerSizes:
         f, users = self.featurizer_, generator.featurizer_.user_features_
@@ -214,11 +360,7 @@ class Ranker:
                     token_end=streams.token_offsets[users + 1],
                     imp_rows=self.featurizer_.impression_rows(
                         generator, users if known_users is None else np.asarray(known_users, np.int64)[row]))
-        raw, binary = self.featurizer_.raw_features(generator, streams, q, scores[valid], ranks[valid])
-        batch = assemble_ranking_batch(
-            self.featurizer_.tables(generator, streams), self.model_cfg.max_watch_history,
-            q.users, q.items, q.watch_end, self.featurizer_.normalize(raw, binary), share_contexts=True,
-            prior=raw[:, SCORE])
+        batch = self._serving_batch(generator, streams, q, scores[valid], ranks[valid])
         middle = time.perf_counter()
         eval_mode(self.model_)
         out = np.full((b, n), -np.inf)
@@ -228,36 +370,129 @@ class Ranker:
             timings["ranker_model"] = time.perf_counter() - middle
         return out
 
+    def _serving_batch(self, generator, streams: EventStreams, q: Queries, score: np.ndarray,
+                       rank: np.ndarray):
+        """The model's batch of Q queries (user-side inputs once per context) at serving."""
+        f = self.featurizer_
+        if self.rating_cfg is None:
+            raw, binary = f.raw_features(generator, streams, q, score, rank)
+            return assemble_ranking_batch(
+                f.tables(generator, streams), self.model_cfg.max_watch_history, q.users, q.items,
+                q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=raw[:, SCORE])
+        raw, binary = self._pair_raw(generator, streams, q, score, rank)
+        history, most = self._history_ratings(generator, streams), self._max_history(streams)
+        bag = window_features(history, streams.watch_offsets[q.users], q.watch_end, most, self.rating_fill_)
+        continuous = np.concatenate([f.normalize(raw, binary), self._bag_continuous(bag)], axis=1)
+        return assemble_rated_batch(f.tables(generator, streams), history, most, q.users, q.items,
+                                    q.watch_end, continuous, share_contexts=True, prior=raw[:, SCORE],
+                                    fill=self.rating_fill_)
+
+    def _history_ratings(self, generator, streams: EventStreams) -> np.ndarray:
+        """[W] the rating of every watch of ``streams``: the training log's (kept once mapped),
+        unknown (NaN, weighing nothing in the rated bag) for histories read at request time."""
+        if streams is not generator.streams_:
+            return np.full(len(streams.watch_items), np.nan)
+        cached = getattr(self, "_ratings_cache", None)
+        if cached is None or cached[0] is not streams:
+            cached = (streams, self.rating_log_.stream_ratings(streams))
+            self._ratings_cache = cached
+        return cached[1]
+
+    @torch.no_grad()
+    def predict_pairs(self, generator, user_rows: np.ndarray, gen_items: np.ndarray,
+                      now: int | None = None, batch_size: int = 32_768) -> tuple[np.ndarray, np.ndarray | None]:
+        """Score (user, item) pairs from the training log's histories, as served at ``now``
+        (default: just after the last training watch).
+
+        user_rows [N] the generator's user rows (0 = unknown); gen_items [N] its item ids (0 =
+        unknown) -> (logits [N] float64, expected ratings [N] float64 or None without rating
+        heads). Pairs are grouped by user, so each user's inputs are built once per chunk.
+        """
+        gen, streams = generator, generator.streams_
+        now = gen.featurizer_.window_end_ + 1 if now is None else now
+        user_rows, gen_items = np.asarray(user_rows, np.int64), np.asarray(gen_items, np.int64)
+        order = np.argsort(user_rows, kind="stable")
+        logits, ratings = np.zeros(len(order)), np.zeros(len(order))
+        eval_mode(self.model_)
+        for a in range(0, len(order), batch_size):
+            rows = order[a : a + batch_size]
+            users, items = user_rows[rows], gen_items[rows]
+            q = Queries(users=users, gen_items=items, items=self.featurizer_.item_map(gen)[items],
+                        times=np.full(len(rows), now, np.int64), watch_end=streams.watch_offsets[users + 1],
+                        token_end=streams.token_offsets[users + 1],
+                        imp_rows=self.featurizer_.impression_rows(gen, users))
+            score = rank = None
+            if self.rating_cfg is None or self.rating_cfg.candidate_features:
+                score, rank = candidate_features(gen, streams, users, q.watch_end, q.token_end, items)
+            out, rated = self.model_.predictions(self._serving_batch(gen, streams, q, score, rank))
+            logits[rows] = out.double().numpy()
+            if rated is not None:
+                ratings[rows] = rated.double().numpy()
+        return logits, ratings if self.model_cfg.rating_heads else None
+
     # ---- model directory --------------------------------------------------------------------
 
     def save(self, directory: str | Path, metrics: dict | None = None) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"format_version": FORMAT_VERSION, "kind": KIND, "ranker": self.model_cfg.to_dict(),
-                  "train": self.train_cfg.to_dict(), "sizes": vars(self.model_.sizes)}
+                  "train": self.train_cfg.to_dict(), "sizes": dataclasses.asdict(self.model_.sizes),
+                  "ratings": None if self.rating_cfg is None else self.rating_cfg.to_dict()}
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_model(self.model_, str(directory / "ranker.safetensors"))
         self.featurizer_.save(directory / "features")
+        if self.rating_cfg is not None:
+            log = self.rating_log_
+            np.savez(directory / "ratings.npz", keys=log.keys_, values=log.values_,
+                     num_items=np.int64(log.num_items), fill=np.float64(self.rating_fill_))
+            self.rating_normalizer_.to_json(directory / "rating_quantiles.json")
         if metrics is not None:
             (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> Ranker:
-        directory = Path(directory)
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"{directory} is not a ytdnn ranker directory (no config.json)")
-        config = json.loads((directory / "config.json").read_text())
-        if config.get("kind") != KIND or config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory} holds {config.get('kind')!r} format {config.get('format_version')}, "
-                             f"not {KIND!r} format {FORMAT_VERSION}")
-        ranker = cls(RankerConfig.from_dict(config["ranker"]), TrainConfig.from_dict(config["train"]))
-        ranker.featurizer_ = RankingFeaturizer.load(directory / "features")
-        sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in config["sizes"].items()}
-        ranker.model_ = RankerModel(ranker.model_cfg, RankerSizes(**sizes))
-        load_model(ranker.model_, str(directory / "ranker.safetensors"))
-        ranker.model_.eval()
+        """A directory written by ``save``. It may name only files inside itself, and any failure
+        is a ModelDirError (a ValueError) naming the directory and the file (ytdnn.modeldir)."""
+        md = ModelDir(directory, what="ranker")
+        with md.loading():
+            config = md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)
+            ranker = cls(config["ranker"], config["train"], config["ratings"])
+            ranker.featurizer_ = RankingFeaturizer.load(md.folder("features", check_entries=True))
+            f, sizes = ranker.featurizer_, config["sizes"]
+            extra = 0
+            if ranker.rating_cfg is not None:
+                extra = _load_ratings(md, ranker)
+            md.current = CONFIG
+            stored = (sizes.num_items, sizes.item_categorical, sizes.num_categories,
+                      sizes.num_continuous)
+            if stored != (len(f.items_), tuple(f.item_features_.categorical_sizes),
+                          f.item_features_.num_categories, f.num_continuous + extra):
+                raise md.error("sizes do not match the vocabularies in features/")
+            ranker.model_ = RankerModel(ranker.model_cfg, sizes)
+            load_model(ranker.model_, str(md.weights("ranker.safetensors")))
+            ranker.model_.eval()
         return ranker
+
+
+def _load_ratings(md: ModelDir, ranker: Ranker) -> int:
+    """ratings.npz and rating_quantiles.json into ``ranker``; -> the width of the rating features."""
+    with np.load(md.file("ratings.npz"), allow_pickle=False) as arrays:
+        keys, values = arrays["keys"], arrays["values"]
+        num_items, fill = int(arrays["num_items"]), float(arrays["fill"])
+    if (keys.ndim != 1 or keys.shape != values.shape or keys.dtype.kind != "i" or num_items < 1
+            or (len(keys) and (keys[0] < 0 or (np.diff(keys) <= 0).any()))):
+        raise md.error("keys must be increasing int64 pairs, one value each")
+    ranker.rating_log_, ranker.rating_fill_ = RatingLog(keys, values.astype(np.float64), num_items), fill
+    ranker.rating_normalizer_ = QuantileNormalizer.from_dict(md.read_json("rating_quantiles.json"))
+    return ranker.rating_normalizer_.num_features * (3 if ranker.model_cfg.use_powers else 1)
+
+
+def _no_impressions(watches: pa.Table) -> pa.Table:
+    """An empty impressions table with the ids' types of ``watches`` (rated pairs were never shown)."""
+    return pa.table({"user_id": pa.array([], watches.schema.field("user_id").type),
+                     "item_id": pa.array([], watches.schema.field("item_id").type),
+                     "timestamp": pa.array([], pa.int64())})
 
 
 def _watched_ids(generator) -> pa.ChunkedArray:
@@ -317,10 +552,13 @@ class RankerBag:
 
 
 def load_ranker(directory: str | Path) -> Ranker | RankerBag:
-    """A ranker directory or a RankerBag directory."""
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if config.get("kind") == BAG_KIND:
-        return RankerBag([Ranker.load(directory / f"member-{i}") for i in range(config["members"])])
-    return Ranker.load(directory)
+    """A ranker directory or a RankerBag directory (members confined to it, as every file; any
+    failure a ModelDirError naming the directory and the file: ytdnn.modeldir)."""
+    md = ModelDir(directory, what="ranker")
+    with md.loading():
+        if md.kind() != BAG_KIND:
+            return Ranker.load(directory)
+        members = md.config(_BAG_SCHEMA, BAG_KIND, FORMAT_VERSION)["members"]
+        if members < 1:
+            raise md.error(f"members must be >= 1, got {members}")
+        return RankerBag([Ranker.load(md.folder(f"member-{i}")) for i in range(members)])

@@ -81,6 +81,13 @@ def test_100k_genre_names_come_from_u_genre(ml100k):
     assert read_movielens(ml100k).items.column("categories").to_pylist() == [["funny", "sad"]]
 
 
+def test_100k_u_genre_lines_end_at_newlines_only(ml100k):  # regression: issue 14
+    write(ml100k / "u.genre", "none|0\r\nfun\rny|1\nbad|x\n", encoding="latin-1")
+    with pytest.raises(DataError) as info:
+        read_movielens(ml100k)
+    assert where(info.value) == (str(ml100k / "u.genre"), 3, "index")
+
+
 def test_100k_duplicate_user_id_is_an_error(ml100k):
     write(ml100k / "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n1|30|F|writer|32067\n")
     with pytest.raises(DataError) as info:
@@ -209,3 +216,46 @@ def test_csv_layout_reads_quoted_titles_no_genres_and_tags_as_searches(tmp_path)
     with pytest.raises(DataError) as info:
         read_movielens(root)
     assert where(info.value) == (str(root / "ratings.csv"), 3, "timestamp")  # the file's own name
+
+
+# -- regressions: issue 14 ------------------------------------------------------------------------
+
+
+def test_100k_stray_cr_does_not_shift_later_lines(ml100k):
+    lines = [f"{n}\t{10 * n}\t4\t88125094{n}" for n in range(1, 10)]
+    lines[2] = "3\t3\r0\t4\t881250943"  # bad: "3\r0" is not an integer; the \r ends no line
+    lines[7] = "8\tx\t4\t881250948"
+    lines[4] = "5\t50\t4\r\t881250945"  # good: a \r next to a field is blank space around it
+    write(ml100k / "u.data", "\n".join(lines) + "\n")
+    with pytest.warns(SkippedRowsWarning, match="skipped 2 bad row"):
+        dataset = read_movielens(ml100k, skip_bad_rows=True)
+    assert [(b.line, b.column) for b in dataset.skipped_rows] == [(3, "item_id"), (8, "item_id")]
+    assert dataset.watches.column("item_id").to_pylist() == [10, 20, 40, 50, 60, 70, 90]
+
+
+def test_100k_invalid_utf8_is_one_bad_row(ml100k):
+    (ml100k / "u.data").write_bytes(b"1\t10\t4\t5\n2\t2\xff0\t4\t6\n\n1\t20\t3\t7\n")
+    with pytest.raises(DataError, match="not utf-8 text") as info:
+        read_movielens(ml100k)
+    assert where(info.value) == (str(ml100k / "u.data"), 2, "item_id")
+    with pytest.warns(SkippedRowsWarning, match="skipped 1 bad row"):
+        dataset = read_movielens(ml100k, skip_bad_rows=True)
+    assert dataset.watches.to_pydict() == {
+        "user_id": [1, 1], "item_id": [10, 20], "watch_time": [4.0, 3.0], "timestamp": [5, 7],
+    }  # fmt: skip
+    assert [(b.line, b.column) for b in dataset.skipped_rows] == [(2, "item_id")]
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"])
+def test_empty_ratings_files_are_errors_naming_the_file(ml100k, ml1m, folds, text):
+    for directory, name in [(ml100k, "u.data"), (ml1m, "ratings.dat"), (folds, "test_1m2.dat")]:
+        write(directory / name, text)
+        with pytest.raises(DataError, match="no watches") as info:
+            read_movielens(directory)
+        assert where(info.value) == (str(directory / name), None, None)
+    root = folds.parent / "ml-latest"
+    root.mkdir()
+    write(root / "ratings.csv", "userId,movieId,rating,timestamp\n" + text)
+    with pytest.raises(DataError, match="no watches") as info:
+        read_movielens(root)
+    assert where(info.value) == (str(root / "ratings.csv"), None, None)

@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -260,3 +261,95 @@ def test_read_dataset_mixes_csv_and_parquet_and_collects_skipped_rows(tmp_path):
     assert dataset.skipped_rows == [
         BadRow(str(tmp_path / "watches.csv"), 3, "timestamp", "2 field(s), expected 3")
     ]
+
+
+# -- regressions: issue 14 ------------------------------------------------------------------------
+
+
+def test_csv_lone_cr_is_part_of_its_line(tmp_path):
+    # pyarrow ends a line at a lone \r; the readers do not, so later lines keep their numbers
+    text = 'item_id,title\r\n1,"A\rB"\r\n2,C\rD\n3,E\n\r\n4\r,F\n5,G\n'
+    path = write(tmp_path / "items.csv", text)
+    assert read_csv(path, "items").to_pydict() == {
+        "item_id": [1, 2, 3, 4, 5], "title": ["A\rB", "C\rD", "E", "F", "G"],
+    }  # fmt: skip
+    write(path, text.replace("5,G", "5,G,extra"))
+    with raises_at(path, 7, "title"):
+        read_csv(path, "items")
+
+
+def test_csv_invalid_utf8_skips_only_its_row(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_bytes(b'user_id,item_id,timestamp\n1,2,3\n"1,0",\xff2,3\n4,5,6\n7,\xc3\n8,9,1\n')
+    with raises_at(path, 3, "item_id") as info:  # the quoted comma is not a delimiter
+        read_csv(path, "watches", ids="int")
+    assert "not utf-8 text (invalid start byte)" in str(info.value)
+    skipped = []
+    with pytest.warns(SkippedRowsWarning, match="skipped 2 bad row"):
+        table = read_csv(path, "watches", ids="int", skip_bad_rows=True, skipped=skipped)
+    assert table.to_pydict() == {"user_id": [1, 4, 8], "item_id": [2, 5, 9], "timestamp": [3, 6, 1]}
+    assert [(b.line, b.column) for b in skipped] == [(3, "item_id"), (5, "item_id")]
+
+
+def test_csv_invalid_utf8_in_the_header_names_line_1(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_bytes(b"user_id,it\xffem_id\n1,2\n")
+    with raises_at(path, 1, None):
+        read_csv(path, "watches", skip_bad_rows=True)
+
+
+def test_csv_strict_error_is_the_first_bad_line_whatever_the_step(tmp_path):
+    # a field count (parse) on line 4, a bad value (convert) on line 2, bad text on line 3
+    path = tmp_path / "w.csv"
+    path.write_bytes(b"user_id,item_id,timestamp\n1,x,0\n\xff,2,0\n1,2,3,4\n")
+    with raises_at(path, 2, "item_id"):
+        read_csv(path, "watches", ids="int")
+    path.write_bytes(b"user_id,item_id,timestamp\n1,2,0\n\xff,2,0\n1,2,3,4\n1,x,0\n")
+    with raises_at(path, 3, "user_id"):
+        read_csv(path, "watches", ids="int")
+
+
+def test_csv_watches_without_rows_is_an_error(tmp_path):
+    path = write(tmp_path / "w.csv", "user_id,item_id,timestamp\n\n")
+    with raises_at(path, None, None) as info:
+        read_csv(path, "watches")
+    assert "no watches: the file has none" in str(info.value)
+    write(path, "user_id,item_id,timestamp\n1,x,3\n")
+    with raises_at(path, None, None) as info:
+        read_csv(path, "watches", ids="int", skip_bad_rows=True)
+    assert "every row was bad (1 skipped)" in str(info.value)
+    assert read_csv(write(tmp_path / "u.csv", "user_id,age\n"), "users").num_rows == 0
+
+
+def test_parquet_errors_say_row_and_bool_columns_read(tmp_path):
+    path = tmp_path / "i.parquet"
+    header = {"user_id": [1, 1], "item_id": [2, 3], "timestamp": [3, 3], "page_id": [9, 9]}
+    pq.write_table(pa.table({**header, "clicked": [True, False], "watch_time": [4.0, 0.0]}), path)
+    assert read_parquet(path, "impressions").column("clicked").to_pylist() == [True, False]
+    pq.write_table(pa.table({**header, "clicked": [True, False], "watch_time": [4.0, -1.0]}), path)
+    with raises_at(path, 2, "watch_time") as info:
+        read_parquet(path, "impressions")
+    assert str(info.value).startswith(f"file {path}, row 2, column 'watch_time'")
+
+
+def invalid_utf8(values: list[bytes], type_: pa.DataType) -> pa.Array:
+    """A string (or binary) array holding these bytes as they are: pyarrow checks pa.array(...)."""
+    offsets = np.cumsum([0] + [len(v) for v in values]).astype(np.int32)
+    return pa.Array.from_buffers(
+        type_, len(values), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))]
+    )
+
+
+@pytest.mark.parametrize("type_", [pa.string(), pa.binary()])
+def test_parquet_invalid_utf8_is_a_bad_row(tmp_path, type_):
+    path = tmp_path / "items.parquet"
+    titles = invalid_utf8([b"ok", b"caf\xe9", b"fine"], type_)
+    pq.write_table(pa.table({"item_id": [1, 2, 3], "title": titles}), path)
+    with raises_at(path, 2, "title") as info:
+        read_parquet(path, "items")
+    assert "not UTF-8 text: b'caf\\xe9'" in str(info.value)
+    skipped = []
+    with pytest.warns(SkippedRowsWarning):
+        table = read_parquet(path, "items", skip_bad_rows=True, skipped=skipped)
+    assert table.to_pydict() == {"item_id": [1, 3], "title": ["ok", "fine"]}
+    assert [(b.line, b.column) for b in skipped] == [(2, "title")]

@@ -1,4 +1,5 @@
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ytdnn.data.schema import (
@@ -76,3 +77,52 @@ def test_dataset_round_trip_and_id_type_mismatch(tmp_path):
         bad.validate()
     with pytest.raises(DataError, match="no watches.parquet"):
         Dataset.load(tmp_path / "missing")
+
+
+def test_non_finite_watch_time_is_an_error():  # nan < 0 is false: the negative check missed it
+    with pytest.raises(DataError, match="not a finite number") as err:
+        validate_table(watches(watch_time=[1.0, float("inf"), 3.0]), WATCHES, source="w")
+    assert (err.value.line, err.value.column) == (2, "watch_time")
+
+
+# -- Dataset.load validates each file as readers.read_parquet does (regression: issue 14) ---------
+
+
+def save_watches(directory, **overrides):
+    directory.mkdir(exist_ok=True)
+    pq.write_table(watches(**overrides), directory / "watches.parquet")
+    return directory / "watches.parquet"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_load_rejects_non_finite_watch_time_naming_the_file_and_row(tmp_path, value):
+    path = save_watches(tmp_path / "d", watch_time=[1.0, value, 3.0])
+    with pytest.raises(DataError) as err:
+        Dataset.load(tmp_path / "d")
+    assert (err.value.file, err.value.line, err.value.column) == (str(path), 2, "watch_time")
+    assert str(err.value).startswith(f"file {path}, row 2, column 'watch_time': not a finite")
+
+
+def test_load_cast_error_names_the_row(tmp_path):
+    path = save_watches(tmp_path / "d", timestamp=[5.0, 6.0, 6.5])
+    with pytest.raises(DataError, match="row 3, column 'timestamp': not an integer: 6.5") as err:
+        Dataset.load(tmp_path / "d")
+    assert (err.value.file, err.value.line) == (str(path), 3)
+
+
+def test_load_keeps_text_as_stored(tmp_path):
+    # Parquet has types and nulls: string ids stay strings, "" stays "", extra text stays text
+    users = pa.table({"user_id": ["007", "8"], "geo": ["", None], "note": ["1", "2"]})
+    ds = Dataset(watches(user_id=["007", "8", "8"]), users=users, name="t").validate()
+    again = Dataset.load(ds.save(tmp_path / "d"))
+    assert again.users.to_pydict() == users.to_pydict()
+    assert again.watches.column("user_id").to_pylist() == ["007", "8", "8"]
+
+
+def test_load_of_an_empty_watches_table_names_the_file(tmp_path):
+    path = tmp_path / "d" / "watches.parquet"
+    save_watches(tmp_path / "d")
+    pq.write_table(watches().slice(0, 0), path)
+    with pytest.raises(DataError, match="no watches") as err:
+        Dataset.load(tmp_path / "d")
+    assert (err.value.file, err.value.line) == (str(path), None)

@@ -191,3 +191,12 @@ def test_a_million_values_encode_consistently_with_numpy():
     assert_array_equal(tokens[ids[ids > 0] - 1], values[ids > 0])
     unique, counts = np.unique(values, return_counts=True)
     assert vocab.counts_[0] == counts.max() and vocab.tokens_[0] == unique[counts.argmax()]
+
+
+def test_encode_returns_a_writable_array_for_large_inputs():
+    # torch.from_numpy warns on every evaluation when handed Arrow's read-only zero-copy view
+    from ytdnn.features.vocab import _SMALL_INPUT
+
+    values = pa.array(np.arange(_SMALL_INPUT + 10) % 7)
+    ids = Vocabulary().fit(values).encode(values)
+    assert ids.flags.writeable and ids.dtype == np.int64

@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.schema import DataError, Dataset
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
-from ytdnn.pipeline import Recommender, fit_ranker, ranker_configs, train_ranker
+from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker, RankerBag
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.ranking import candidate_features
 from ytdnn.train.config import TrainConfig
+from ytdnn.training import fit_ranker, train_ranker
 
 USERS = [3, 17, 42, 150]
 
@@ -110,25 +112,30 @@ def test_model_directory_holds_both_stages_and_round_trips(rec, tmp_path):
         np.testing.assert_array_equal(a.scores, b.scores)
 
 
+def ranker_settings(settings: dict) -> TwoStageConfig:
+    """A one-epoch ranker on one thread, with ``settings`` on top."""
+    quick = {"ranker_train.max_epochs": 1, "ranker_train.progress": False, "ranker_train.num_threads": 1}
+    return TwoStageConfig().with_settings({**quick, **settings})
+
+
 def test_a_ranker_trained_next_to_a_candidates_directory_is_loaded_with_it(tiny, tmp_path):
     d, gen, _ = tiny
     gen.save(tmp_path / "cands")
-    configs = ranker_configs({"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1})
-    train_ranker(d, tmp_path / "cands", configs=configs)
+    config = ranker_settings({"tower": "none"})
+    train_ranker(d, tmp_path / "cands", config=config)
     loaded = Recommender.load(tmp_path / "cands")
     assert loaded.ranker is not None and loaded.ranker.model_cfg.tower == "none"
     assert list(loaded.recommend(USERS[0], k=3).stages) == ["ranker"] * 3
     with pytest.raises(ValueError, match="unknown setting"):
-        ranker_configs({"towr": "256"})
+        ranker_settings({"towr": "256"})
 
 
 def test_fit_ranker_learns_from_logged_built_or_both_pages(tiny):
     d, gen, _ = tiny
-    small = {"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1, "num_candidates": 20,
-             "negatives_per_page": 5, "requests_per_user": 2}
-    logged = fit_ranker(gen, d, ranker_configs({**small, "source": "logged"}))
-    built = fit_ranker(gen, d, ranker_configs({**small, "source": "built", "last_watches": 5}))
-    both = fit_ranker(gen, d, ranker_configs({**small, "source": "both", "last_watches": 5}))
+    small = {"tower": "none", "impressions.num_candidates": 20, "negatives_per_page": 5, "requests_per_user": 2}
+    logged = fit_ranker(gen, d, ranker_settings({**small, "source": "logged"}))
+    built = fit_ranker(gen, d, ranker_settings({**small, "source": "built", "last_watches": 5}))
+    both = fit_ranker(gen, d, ranker_settings({**small, "source": "both", "last_watches": 5}))
     examples = {name: r.history_.epochs[0]["examples"] for name, r in
                 {"logged": logged, "built": built, "both": both}.items()}
     assert examples["logged"] == len(d.impressions)
@@ -139,15 +146,15 @@ def test_fit_ranker_learns_from_logged_built_or_both_pages(tiny):
     for ranker in (built, both):  # learned behind a stacking generator, served behind gen
         assert list(Recommender(gen, ranker, 30).recommend(USERS[0], k=3).stages) == ["ranker"] * 3
     with pytest.raises(DataError, match="needs a log with impressions"):
-        fit_ranker(gen, Dataset(d.watches, d.searches), ranker_configs({**small, "source": "both"}))
+        fit_ranker(gen, Dataset(d.watches, d.searches), ranker_settings({**small, "source": "both"}))
 
 
 def test_samples_train_a_bag_served_by_the_members_mean_logit_and_saved_with_the_model(tiny, tmp_path):
     d, gen, _ = tiny
-    configs = ranker_configs({"tower": "none", "max_epochs": 1, "progress": False, "num_threads": 1,
-                              "num_candidates": 20, "negatives_per_page": 5, "requests_per_user": 2,
-                              "source": "built", "samples": 2, "seed": 3})
-    bag = fit_ranker(gen, d, configs)
+    config = ranker_settings({"tower": "none", "impressions.num_candidates": 20, "negatives_per_page": 5,
+                              "requests_per_user": 2, "source": "built", "samples": 2, "impressions.seed": 3,
+                              "ranker_train.seed": 3})
+    bag = fit_ranker(gen, d, config)
     assert isinstance(bag, RankerBag) and [r.train_cfg.seed for r in bag.rankers] == [3, 4]
     rows, candidates, scores, ranks = Recommender(gen, None, 30)._retrieve(USERS, 30, {})
     now = gen.featurizer_.window_end_ + 1

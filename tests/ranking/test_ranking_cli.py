@@ -7,8 +7,10 @@ import pytest
 from ytdnn.cli import main
 
 CANDIDATES = ["--set", "embedding_dim=8", "--set", "output_dim=8", "--set", "depth=0",
-              "--set", "max_epochs=1", "--set", "num_negatives=50", "--set", "progress=false"]
-RANKER = ["tower=none", "max_epochs=1", "progress=false", "batch_size=512"]
+              "--set", "train.max_epochs=1", "--set", "train.patience=null", "--set", "num_negatives=50",
+              "--set", "train.progress=false"]
+RANKER = ["ranker.tower=none", "ranker_train.max_epochs=1", "ranker_train.progress=false",
+          "ranker_train.batch_size=512"]
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +22,18 @@ def data_dir(tmp_path_factory):
 
 def test_train_all_then_recommend(data_dir, tmp_path, capsys):
     model = tmp_path / "model"
-    ranker_flags = [flag for setting in RANKER for flag in ("--ranker-set", setting)]
+    ranker_flags = [flag for setting in RANKER for flag in ("--set", setting)]
     args = ["train", "all", "--data", str(data_dir), "--out", str(model), *CANDIDATES, *ranker_flags,
             "--num-candidates", "50"]
     assert main(args) == 0
     config = json.loads((model / "config.json").read_text())
     assert config["kind"] == "ytdnn.recommender" and config["num_candidates"] == 50
+    # the model directory records every setting of both stages, as `config show --model` prints
+    assert config["settings"]["ranker"]["tower"] == "none" and config["settings"]["candidates"]["embedding_dim"] == 8
+    capsys.readouterr()
+    assert main(["config", "show", "--model", str(model)]) == 0
+    shown = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert shown["ranker.tower"] == '"none"' and shown["pipeline.num_candidates"] == "50"
     capsys.readouterr()
     assert main(["recommend", "--model", str(model), "--user", "3", "--k", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -13,7 +13,7 @@ from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig, serving_batch
 from ytdnn.samples.ranking import (
     CONTINUOUS_FEATURES,
-    NEVER_S,
+    NEVER,
     candidate_features,
     earlier_events,
     group_rows,
@@ -105,16 +105,17 @@ def test_impression_features_by_hand():
     np.testing.assert_array_equal(f["category_watch_share"], [0.5, 0.5])
     np.testing.assert_array_equal(f["seconds_since_category_watch"], [50, 100])
     np.testing.assert_array_equal(binary[:, 0], [0, 0])  # no languages in this log
-    np.testing.assert_array_equal(f["item_watches_last_week"], [0, 0])  # user 2 watches 30 at 400
-    # by anyone, strictly before, within the week: at 400 not yet; at 401 and a week later yes; then no
+    np.testing.assert_array_equal(f["item_watches_recent"], [0, 0])  # user 2 watches 30 at 400
+    # by anyone, strictly before, within the recent window (1/30 of the log's span 100..400: 10 s):
+    # at 400 not yet; at 401 and at 410 yes; at 411 no more
     later = pa.table({**impressions.slice(0, 1).to_pydict()} | {"timestamp": pa.array([400], pa.int64())})
-    for t, expected in ((400, 0), (401, 1), (400 + 7 * 86_400, 1), (401 + 7 * 86_400, 0)):
+    for t, expected in ((400, 0), (401, 1), (410, 1), (411, 0)):
         raw, _ = ranker.raw_features(gen, later.set_column(2, "timestamp", pa.array([t], pa.int64())), in_log=False)
-        assert raw[0, CONTINUOUS_FEATURES.index("item_watches_last_week")] == expected, t
+        assert raw[0, CONTINUOUS_FEATURES.index("item_watches_recent")] == expected, t
     # a user without history: "never" for the time since the last watch
     lone = impressions.set_column(0, "user_id", pa.array([2, 2], pa.int64()))
     raw, _ = ranker.raw_features(gen, lone, in_log=False)
-    assert raw[0, CONTINUOUS_FEATURES.index("seconds_since_last_watch")] == NEVER_S
+    assert raw[0, CONTINUOUS_FEATURES.index("seconds_since_last_watch")] == NEVER
 
 
 def test_candidate_score_and_rank_match_brute_force_for_the_full_history():
@@ -125,7 +126,7 @@ def test_candidate_score_and_rank_match_brute_force_for_the_full_history():
     items = np.array([1, 2, 3, 0])  # three generator ids and one unknown item
     ends = s.watch_offsets[rows + 1]
     score, rank = candidate_features(gen, s, rows, ends, s.token_offsets[rows + 1], items)
-    full = gen.model_.scores(serving_batch(s, gen.example_cfg, rows)).numpy()  # [4, V]
+    full = gen.model_.scores(serving_batch(s, gen.example_cfg, rows, gen.featurizer_.serving_age)).numpy()  # [4, V]
     for q in range(3):
         assert score[q] == pytest.approx(full[q, items[q]], rel=1e-5)
         assert rank[q] == 1 + np.sum(full[q, 1:] > full[q, items[q]])

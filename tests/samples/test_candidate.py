@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ytdnn.samples.candidate import DAY, CandidateExamples, ExampleConfig, serving_batch
+from ytdnn.samples.candidate import CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import Featurizer
 
 
@@ -54,7 +54,7 @@ def test_histories_are_exactly_the_last_strictly_earlier_events(max_history):
     watches, searches = random_log()
     f = Featurizer().fit(watches, searches)
     cfg = ExampleConfig(max_watch_history=max_history, max_search_history=max_history, max_examples_per_user=None)
-    examples = CandidateExamples(f.streams(watches, searches), cfg, window_end=f.window_end_)
+    examples = CandidateExamples(f.streams(watches, searches), cfg, f)
     got = all_examples(examples)
     assert len(got) == len(watches)  # every watch is a label once
 
@@ -71,7 +71,8 @@ def test_histories_are_exactly_the_last_strictly_earlier_events(max_history):
         tokens = [tok for (u, ts, _, q) in sorted(token_rows, key=lambda x: (x[1], x[2])) if u == user and ts < t
                   for tok in _tokens(q)]
         assert f.tokens_.decode(search_bag) == tokens[-max_history:]
-        assert age == pytest.approx((f.window_end_ - t) / DAY / cfg.example_age_scale_days, rel=1e-6)
+        # the example age is the fitted CDF of (window end - t) over the training watches
+        assert age == f.example_age([f.window_end_ - t])[0]
 
 
 def _tokens(query):
@@ -99,7 +100,7 @@ def test_unordered_log_never_puts_the_label_in_its_history():
 def test_cap_on_examples_per_user_and_reshuffle_per_epoch():
     watches, _ = random_log(seed=1)
     f = Featurizer().fit(watches)
-    examples = CandidateExamples(f.streams(watches), ExampleConfig(max_examples_per_user=4), window_end=f.window_end_)
+    examples = CandidateExamples(f.streams(watches), ExampleConfig(max_examples_per_user=4), f)
     got = all_examples(examples, seed=0)
     per_user = np.bincount([u for u, *_ in got])
     assert per_user.max() <= 4
@@ -112,7 +113,7 @@ def test_cap_on_examples_per_user_and_reshuffle_per_epoch():
 def test_out_of_vocabulary_watches_stay_history_but_are_never_labels():
     watches, _ = random_log(seed=2)
     f = Featurizer(max_items=5).fit(watches)
-    examples = CandidateExamples(f.streams(watches), ExampleConfig(max_examples_per_user=None), window_end=f.window_end_)
+    examples = CandidateExamples(f.streams(watches), ExampleConfig(max_examples_per_user=None), f)
     got = all_examples(examples)
     assert all(1 <= label <= 5 for _, label, *_ in got)
     assert len(got) == int((f.items_.encode(watches.column("item_id")) > 0).sum())
@@ -124,12 +125,24 @@ def test_serving_batch_uses_the_whole_history_and_zero_age():
     streams = f.streams(watches, searches)
     cfg = ExampleConfig(max_watch_history=5)
     users = f.users_.encode(pa.array([3, 999, 5]))  # 999 is unknown -> row 0, empty bags
-    batch = serving_batch(streams, cfg, users)
+    batch = serving_batch(streams, cfg, users, f.serving_age)
     watch_bags, search_bags = bags(batch)
     rows = sorted((r["timestamp"], r["item_id"]) for r in watches.to_pylist() if r["user_id"] == 3)
     assert f.items_.decode(watch_bags[0]) == [i for _, i in rows][-5:]
     assert len(watch_bags[1]) == 0 and len(search_bags[1]) == 0
-    assert batch.example_age.tolist() == [0.0, 0.0, 0.0]
+    assert batch.example_age.tolist() == [f.serving_age] * 3
+    assert f.serving_age == f.example_age([0.0])[0] < 0.05  # age 0 is the youngest end of the CDF
+
+
+def test_example_age_is_the_cdf_of_the_training_ages():
+    # ages 0, 10, ..., 90 seconds before the window end: the CDF's cut points, so an age maps to
+    # its rank / 9 whatever the unit, and past the oldest it clamps below 1
+    watches = pa.table({"user_id": [1] * 10, "item_id": list(range(1, 11)),
+                        "timestamp": pa.array(np.arange(10) * 10 + 1000, pa.int64())})
+    f = Featurizer().fit(watches)
+    got = f.example_age([0.0, 10.0, 45.0, 90.0, 1e6])
+    np.testing.assert_allclose(got, [0.0, 1 / 9, 4.5 / 9, 1 - 2**-24, 1 - 2**-24], rtol=1e-6)
+    assert got.dtype == np.float32
 
 
 def test_mixed_null_timestamps_are_an_error():

@@ -123,8 +123,8 @@ def test_ordered_logs_ignore_the_holdout_mode():
     watches = unordered_log().set_column(2, "timestamp", pa.array(np.arange(22) * 10, pa.int64()))
     f = Featurizer().fit(watches)
     streams = f.streams(watches)
-    plain = CandidateExamples(streams, ExampleConfig(), window_end=f.window_end_)
-    holdout = CandidateExamples(streams, ExampleConfig(unordered_mode="holdout"), window_end=f.window_end_)
+    plain = CandidateExamples(streams, ExampleConfig(), f)
+    holdout = CandidateExamples(streams, ExampleConfig(unordered_mode="holdout"), f)
     for a, b in zip(plain.batches(4, np.random.default_rng(0)), holdout.batches(4, np.random.default_rng(0)), strict=True):
         assert a.label_rows is None and b.label_rows is None
         assert a.labels.tolist() == b.labels.tolist() and a.watch_ids.tolist() == b.watch_ids.tolist()

@@ -5,6 +5,7 @@ import signal
 import uvicorn
 
 from ytdnn.cli import build_parser, main
+from ytdnn.serve.protocol import JSONErrorH11Protocol
 
 
 def test_serve_flags_reach_the_app_and_uvicorn(tiny_world_model, tmp_path, monkeypatch):
@@ -24,6 +25,7 @@ def test_serve_flags_reach_the_app_and_uvicorn(tiny_world_model, tmp_path, monke
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert state.admin_token == "tok" and state.config.max_batch_size == 4
     assert events.exists() and state.store.count()["watches"] > 0  # created and seeded
+    assert seen["http"] is JSONErrorH11Protocol  # protocol-level 400s and 431s answer JSON too
 
 
 def test_serve_defaults():

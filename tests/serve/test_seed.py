@@ -69,3 +69,65 @@ def test_popular_items_weigh_recent_watches_more(rec):
     assert slow.top(1)[1][0] == pytest.approx(f.items_.counts_.max(), rel=1e-3)
     with pytest.raises(ValueError, match="half_life_days"):
         PopularItems(half_life_days=0)
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (a seeding killed midway leaves its pid behind)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_store_whose_seeding_was_killed_is_rebuilt_on_start(rec, tmp_path, caplog):
+    # regression (issue 14): kill -9 while seeding left a file that counted as seeded, and empty
+    from ytdnn.serve.events_sqlite import SQLiteEventStore
+
+    path = tmp_path / "events.sqlite"
+    SQLiteEventStore(path, id_type="int").close()  # what an older version left: schema, no rows
+    leftover = tmp_path / f".events.sqlite.seeding-{dead_pid()}"  # what this version leaves
+    with SQLiteEventStore(leftover, id_type="int") as half:
+        half.add_watches([(1, 2, 3)])
+    store, seeded = open_event_store(path, rec)
+    expected = len(rec.candidates.streams_.watch_items)
+    assert seeded["watches"] == expected and store.count()["watches"] == expected
+    assert sorted(p.name for p in tmp_path.iterdir() if "seeding" in p.name) == []
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "a seeding that did not finish" in messages and str(leftover) in messages
+    store.close()
+    again, seeded = open_event_store(path, rec)  # finished: kept as it is
+    assert seeded == {} and again.count()["watches"] == expected
+    again.close()
+
+
+def test_a_store_made_by_an_older_version_with_events_is_kept(rec, tmp_path):
+    from ytdnn.serve.events_sqlite import SQLiteEventStore
+
+    path = tmp_path / "events.sqlite"
+    with SQLiteEventStore(path, id_type="int") as old:
+        old.add_watches([(1, 2, 3)])
+    store, seeded = open_event_store(path, rec)
+    assert seeded == {} and store.count() == {"watches": 1, "searches": 0}
+    assert store.get_meta("seed") is not None  # marked: not looked at again
+    store.close()
+
+
+def test_a_store_left_empty_on_purpose_stays_empty(rec, tmp_path):
+    path = tmp_path / "events.sqlite"
+    store, seeded = open_event_store(path, rec, seed=False)
+    assert seeded == {} and store.count() == {"watches": 0, "searches": 0}
+    store.close()
+    again, seeded = open_event_store(path, rec)  # marked as made without seeding: not rebuilt
+    assert seeded == {} and again.count() == {"watches": 0, "searches": 0}
+    again.close()
+
+
+def test_a_seeding_that_fails_leaves_no_file(rec, tmp_path):
+    from ytdnn.data.schema import DataError
+
+    (tmp_path / "store").mkdir()
+    with pytest.raises(DataError, match="watches.parquet"):
+        open_event_store(tmp_path / "store" / "events.sqlite", rec, data_dir=tmp_path / "none")
+    assert list((tmp_path / "store").iterdir()) == []

@@ -335,12 +335,18 @@ def test_to_device_moves_nested_tensors_and_keeps_the_rest():
     {"optimizer": "sgd"}, {"lr": 0.0}, {"lr": float("nan")}, {"weight_decay": -1.0},
     {"lr_schedule": "step"}, {"warmup_steps": -1}, {"min_lr_ratio": 1.5}, {"batch_size": 0},
     {"batch_size": 2.5}, {"max_epochs": 0}, {"max_epochs": True}, {"monitor_mode": "up"},
-    {"patience": 0}, {"patience": 2}, {"monitor": ""}, {"grad_clip": 0.0}, {"seed": -1},
+    {"patience": 0}, {"monitor": ""}, {"grad_clip": 0.0}, {"seed": -1},
     {"log_every": 0}, {"num_threads": 0}, {"progress": "yes"}, {"min_delta": -0.1},
 ])
 def test_bad_config_is_rejected(overrides):
     with pytest.raises(ValueError):
         TrainConfig(**overrides)
+
+
+def test_patience_without_monitor_is_a_valid_config_and_a_refit_keeps_it():
+    # the component picks the metric (the candidate generator carves its own validation split)
+    cfg = TrainConfig(patience=3)
+    assert cfg.replace(max_epochs=4).patience == 3
 
 
 def test_config_json_round_trip(tmp_path):

@@ -7,6 +7,10 @@ Layouts, told apart by the files in the directory:
   timestamps) given as ``folds=``.
 - latest / 20M / 25M: ``ratings.csv``, ``movies.csv``, ``tags.csv`` (with headers, UTF-8).
 
+Every layout follows the line conventions of readers.py: an empty line is skipped but counted (the
+releases end in one), a lone "\\r" stays inside its line, and a ratings file with no ratings left
+(empty, or every row skipped) is an error naming it.
+
 How MovieLens maps onto the canonical tables:
 - the rating is the watch_time: MovieLens has no watch times, and the rating is the closest proxy
   for how much of an item the user wanted;
@@ -168,7 +172,9 @@ def _genres_100k(path: Path) -> tuple[str, ...]:
     if not path.exists():
         return GENRES_100K
     genres = {}
-    for line, text in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+    # split at "\n" only: splitlines also ends a line at a lone "\r" (and \x1c-\x1e, \x85)
+    lines = path.read_bytes().decode("latin-1").split("\n")
+    for line, text in enumerate((t.removesuffix("\r") for t in lines), start=1):
         if text.strip():
             name, _, index = text.rpartition("|")
             if not index.strip().isdigit():

@@ -19,6 +19,13 @@ Text conventions: an empty field is a missing value (an empty list in a list col
 be padded with spaces; ids are int64 when every id in the column is an integer, else strings
 (``ids="auto"``). A quoted value cannot span lines, so one line is one row; a quote left open is
 an error even with ``skip_bad_rows``, since the lines it swallowed cannot be told apart.
+
+Lines: a line ends at "\\n" or "\\r\\n"; a lone "\\r" is part of its line (blank space
+around a number, a character in text). An empty line is not a row and is skipped in every layout
+(files often end in one), but it is counted, so line numbers are the file's own. A line with a
+byte that is not ``encoding`` text is one bad row, named with the field the byte is in; a header
+line with one is an error. A watches file with no rows left is an error: an empty log is never
+what a caller meant to read.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from ytdnn.data.lines import hide_lone_cr, load_text, record_lines, restore_cr, undecodable_row
 from ytdnn.data.rows import BadRow, Problem, Rows, SkippedRowsWarning, Spec
 from ytdnn.data.schema import ID, SCHEMAS, TABLES, DataError, Dataset, TableSchema
 
@@ -76,41 +84,55 @@ def parse_text(
     Lines with the wrong number of fields raise DataError, or are skipped into ``bad``.
     """
     bad = [] if bad is None else bad
-    data = _load_utf8(path, encoding, delimiter, names)
+    data, undecodable = load_text(path, encoding)
+    file_delimiter = delimiter  # the bad-byte column is counted in the file's own text
     if len(delimiter) > 1:
         if _UNIT_SEPARATOR.encode() in data:
             raise DataError("holds byte 0x1f, which stands in for the delimiter", file=path)
         data = data.replace(delimiter.encode(), _UNIT_SEPARATOR.encode())
         delimiter = _UNIT_SEPARATOR
-    records = _record_lines(data)
+    data, stand_in = hide_lone_cr(data, delimiter, path)
+    records = record_lines(data)
     header = names is None
     if header:
+        if undecodable and (not len(records) or undecodable[0][0] < records[0]):
+            line, _, reason = undecodable[0]  # the header itself: no column can be named
+            raise DataError(f"not {encoding} text ({reason}); pass encoding=", file=path, line=line)
         if not len(records):
             raise DataError("empty file; expected a header line", file=path, line=1)
-        names = _header(data, records[0], delimiter, quote, path)
+        names = _header(data, records[0], delimiter, quote, path, stand_in)
+    set_aside = [
+        undecodable_row(u, names, file_delimiter, quote, path, encoding) for u in undecodable
+    ]
     if len(records) <= header:
-        empty = pa.table({n: pa.array([], pa.string()) for n in names})
-        return Rows(
-            empty, path, lambda: np.zeros(0, np.int64), skip_bad_rows=skip_bad_rows, bad=bad
+        table, rows_lines = pa.table({n: pa.array([], pa.string()) for n in names}), records[:0]
+    else:
+        table, invalid = _read_strings(
+            data, None if header else names, names, delimiter, quote, path
         )
-    table, invalid = _read_strings(data, None if header else names, names, delimiter, quote, path)
-    keep = np.ones(len(records), bool)
-    keep[: int(header)] = False
-    keep[[number - 1 for number, _ in invalid]] = False
-    rows_lines = records[keep]
-    if quote and b'"' in data:
-        _reject_multiline_values(table, rows_lines, path)
-    _report_field_counts(invalid, records, names, path, skip_bad_rows, bad)
-    if len(rows_lines) != table.num_rows:
-        raise DataError("cannot tell which line each row is on; is a quote misplaced?", file=path)
-    header_line = int(records[0]) if header else None
+        if stand_in is not None:
+            table = restore_cr(table, stand_in)
+        keep = np.ones(len(records), bool)
+        keep[: int(header)] = False
+        keep[[number - 1 for number, _ in invalid]] = False
+        rows_lines = records[keep]
+        if quote and b'"' in data:
+            _reject_multiline_values(table, rows_lines, path)
+        set_aside += _field_count_rows(invalid, records, names, path)
+        if len(rows_lines) != table.num_rows:
+            raise DataError(
+                "cannot tell which line each row is on; is a quote misplaced?", file=path
+            )
+    if skip_bad_rows:
+        bad.extend(set_aside)
     return Rows(
         table,
         path,
         lambda: rows_lines,
         skip_bad_rows=skip_bad_rows,
         bad=bad,
-        header_line=header_line,
+        header_line=int(records[0]) if header else None,
+        pending=None if skip_bad_rows else min(set_aside, key=lambda b: b.line, default=None),
     )
 
 
@@ -159,48 +181,10 @@ def _reject_multiline_values(table: pa.Table, rows_lines: np.ndarray, path) -> N
         )
 
 
-def _load_utf8(
-    path: str | Path, encoding: str, delimiter: str, names: Sequence[str] | None
-) -> bytes:
-    """The file as UTF-8 bytes with "\\n" line ends (what pyarrow reads); a bad byte is a DataError."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError("no such file", file=path) from None
-    if raw.startswith(b"\xef\xbb\xbf") and encoding.replace("-", "").lower() in ("utf8", "utf8sig"):
-        raw = raw[3:]
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        start = raw.rfind(b"\n", 0, err.start) + 1
-        field = raw[start : err.start].count(delimiter.encode())
-        if names is None:
-            first_line = raw.split(b"\n", 1)[0].decode(encoding, errors="replace").rstrip("\r")
-            names = first_line.split(delimiter)
-        column = names[field] if field < len(names) else None
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"not {encoding} text ({err.reason}); pass encoding=",
-            file=path,
-            line=line,
-            column=column,
-        ) from None
-    data = raw if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
-    if b"\r" in data:  # pyarrow ends lines at \r too; one convention keeps line numbers in step
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return data
-
-
-def _record_lines(data: bytes) -> np.ndarray:
-    """[records] the 1-based line of every non-empty line: pyarrow skips empty lines."""
-    buf = np.frombuffer(data, np.uint8)
-    ends = np.append(np.flatnonzero(buf == 10), len(buf))
-    starts = np.append(0, ends[:-1] + 1)
-    return np.flatnonzero(ends > starts) + 1
-
-
-def _header(data: bytes, line: int, delimiter: str, quote: bool, path) -> list[str]:
+def _header(data: bytes, line: int, delimiter: str, quote: bool, path, stand_in) -> list[str]:
     text = data.split(b"\n", line)[line - 1].decode("utf-8")
+    if stand_in is not None:
+        text = text.replace(stand_in.decode(), "\r")
     names = next(
         csv.reader(
             [text], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE
@@ -214,15 +198,14 @@ def _header(data: bytes, line: int, delimiter: str, quote: bool, path) -> list[s
     return names
 
 
-def _report_field_counts(invalid, records, names, path, skip_bad_rows, bad) -> None:
+def _field_count_rows(invalid, records, names, path) -> list[BadRow]:
+    found = []
     for number, actual in invalid:
         line = int(records[number - 1])
         # Too few fields: name the first one missing. Too many: the surplus follows the last column.
         column = names[actual] if actual < len(names) else names[-1]
-        reason = f"{actual} field(s), expected {len(names)}"
-        if not skip_bad_rows:
-            raise DataError(reason, file=path, line=line, column=column)
-        bad.append(BadRow(str(path), line, column, reason))
+        found.append(BadRow(str(path), line, column, f"{actual} field(s), expected {len(names)}"))
+    return found
 
 
 # -- public readers -------------------------------------------------------------------------------
@@ -300,10 +283,14 @@ def read_parquet(
     skip_bad_rows: bool = False,
     skipped: list[BadRow] | None = None,
 ) -> pa.Table:
-    """Read a Parquet file as the canonical table ``table``; ``line`` in errors is the 1-based row.
+    """Read a Parquet file as the canonical table ``table``; ``line`` in errors is the 1-based row
+    (the message says "row").
 
-    Columns stored as text are parsed as in read_csv (lists split on ``list_delimiter``); typed
-    columns are cast, and a value that does not survive the cast (1.5 as an int) is a bad row.
+    Text columns are parsed as in read_csv where the canonical type is not text (numbers, booleans,
+    dates, lists split on ``list_delimiter``, and ids when ``ids="int"``); elsewhere they are kept
+    as stored, since Parquet has types and nulls ("" stays "", "007" stays a string id). Typed
+    columns are cast, and a value that does not survive the cast (1.5 as an int) is a bad row, as
+    is text that is not UTF-8. ``Dataset.load`` reads each table with this function.
     """
     schema, bad = _schema(table), []
     try:
@@ -311,7 +298,12 @@ def read_parquet(
     except (OSError, pa.ArrowInvalid) as err:
         raise DataError(f"cannot read Parquet: {err}", file=path) from None
     rows = Rows(
-        data, path, lambda: np.arange(1, data.num_rows + 1), skip_bad_rows=skip_bad_rows, bad=bad
+        data,
+        path,
+        lambda: np.arange(1, data.num_rows + 1),
+        skip_bad_rows=skip_bad_rows,
+        bad=bad,
+        typed=True,
     )
     return _canonical(rows, schema, columns, ids, list_delimiter, bad, skipped)
 

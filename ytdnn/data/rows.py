@@ -4,6 +4,11 @@ The readers (readers.py, movielens.py) parse a file into a Rows, then ``convert`
 ``check_key`` and ``finish``. Each step finds bad rows as boolean masks, vectorised; ``reject``
 then raises a DataError for the first one, or (``skip_bad_rows=True``) drops them all and records
 each as a BadRow. Nothing else ever removes a row.
+
+Lines the parse itself could not take (wrong field count, bytes that are not text) are set aside
+before ``convert``. Without skip_bad_rows the earliest of them is kept ``pending``: ``reject``
+raises it when it comes before the row that step found, and ``finish`` raises it at the latest,
+so the error names the file's first bad line (a duplicate key aside: that check comes last).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Rows:
     """A table read from ``file``, and the 1-based line of each of its rows (computed when needed).
 
     ``table`` may be replaced by one with the same rows in the same order (new or dropped columns).
+    typed: the file stores types and nulls (Parquet): "line" is the row number, and a text column
+    is parsed only where the canonical type is not text (see ``convert_column``).
+    pending: the earliest row the parse set aside, to raise in order (see the module docstring).
     """
 
     def __init__(
@@ -85,12 +93,17 @@ class Rows:
         skip_bad_rows: bool = False,
         bad: list[BadRow] | None = None,
         header_line: int | None = None,
+        typed: bool = False,
+        pending: BadRow | None = None,
     ):
         self.table = table
         self.file = str(file)
         self.skip_bad_rows = skip_bad_rows
         self.bad = [] if bad is None else bad
         self.header_line = header_line  # where a missing column would have been named
+        self.typed = typed
+        self.unit = "row" if typed else "line"
+        self.pending = pending
         self.file_names: dict[str, str] = {}  # canonical -> the file's name, for messages
         self._line_fn = lines
         self._lines: np.ndarray | None = None
@@ -105,13 +118,21 @@ class Rows:
         """Raise for the earliest bad row, or drop every bad row and record it (skip_bad_rows)."""
         problems = [p for p in problems if p.mask.any()]
         if not problems:
-            return
+            return  # a pending row waits for finish: a later step may find an earlier line
         lines = self.lines()
         if not self.skip_bad_rows:
             first = min(problems, key=lambda p: int(p.mask.argmax()))  # ties: the earlier column
             row = int(first.mask.argmax())
+            if self.pending is not None and self.pending.line < lines[row]:
+                self.raise_pending()
             column = self.file_names.get(first.column, first.column)
-            raise DataError(first.message(row), file=self.file, line=int(lines[row]), column=column)
+            raise DataError(
+                first.message(row),
+                file=self.file,
+                line=int(lines[row]),
+                column=column,
+                unit=self.unit,
+            )
         taken = np.zeros(self.table.num_rows, bool)
         for p in problems:
             column = self.file_names.get(p.column, p.column)
@@ -120,6 +141,12 @@ class Rows:
             taken |= p.mask
         self.table = self.table.filter(pa.array(~taken))
         self._lines = lines[~taken]
+
+    def raise_pending(self) -> None:
+        """Raise the row the parse set aside, if any (only without skip_bad_rows)."""
+        if self.pending is not None:
+            p = self.pending
+            raise DataError(p.reason, file=p.file, line=p.line, column=p.column, unit=self.unit)
 
     def rename(self, columns: Mapping[str, str], schema: TableSchema) -> None:
         """Give the file's columns their canonical names (columns: canonical -> file name).
@@ -164,7 +191,9 @@ class Rows:
                 columns[name] = self.table.column(name)
                 continue
             spec, raw = specs[name], self.table.column(name).combine_chunks()
-            values, found = convert_column(raw, spec, file=self.file, column=name)
+            values, found = convert_column(
+                raw, spec, file=self.file, column=name, typed=self.typed
+            )
             shown = _shower(raw)
             flagged = np.zeros(len(raw), bool)
             for mask, reason in found:
@@ -199,9 +228,18 @@ class Rows:
         self.reject([Problem(duplicate, ",".join(key), f"duplicate {'/'.join(key)}", detail)])
 
     def finish(self, schema: TableSchema) -> pa.Table:
-        """Check the key, then validate against ``schema``: the canonical table."""
+        """Check the key, then validate against ``schema``: the canonical table.
+
+        A watches table with no rows is an error: nothing downstream can use it, and an empty
+        or truncated file should not pass for a log.
+        """
         if schema.key:
             self.check_key(schema.key)
+        self.raise_pending()
+        if schema.name == "watches" and self.table.num_rows == 0:
+            skipped = sum(b.file == self.file for b in self.bad)
+            why = f"every row was bad ({skipped} skipped)" if skipped else "the file has none"
+            raise DataError(f"no watches: {why}", file=self.file)
         return validate_table(self.table, schema, source=self.file)
 
 
@@ -211,7 +249,16 @@ def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _shower(raw: pa.Array) -> Callable[[int], str]:
-    return lambda row: repr(raw[row].as_py())
+    def show(row: int) -> str:
+        try:
+            return repr(raw[row].as_py())
+        except UnicodeDecodeError:  # text that is not UTF-8 (Parquet): show its bytes
+            if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+                binary = pa.large_binary() if pa.types.is_large_string(raw.type) else pa.binary()
+                return repr(raw.slice(row, 1).view(binary)[0].as_py())
+            return "(not UTF-8)"
+
+    return show
 
 
 def _null_if_blank(text: pa.Array) -> pa.Array:
@@ -244,20 +291,54 @@ def _cast_each(values: pa.Array, to: pa.DataType) -> tuple[pa.Array, np.ndarray]
 
 
 def convert_column(
-    values: pa.Array, spec: Spec, *, file: str, column: str
+    values: pa.Array, spec: Spec, *, file: str, column: str, typed: bool = False
 ) -> tuple[pa.Array, list]:
     """Convert one column as ``spec`` says: (values, [(bad mask [n], reason), ...]).
 
     Text is parsed; typed (Parquet) columns are cast. A column whose type cannot hold the kind at
-    all (a list where a number belongs) is a DataError for the whole column.
+    all (a list where a number belongs) is a DataError for the whole column. Text (or binary) that
+    is not UTF-8 is a bad value. typed: the text comes from a file that stores types (Parquet), so
+    it is kept as stored where text is wanted (no "" -> null, ids stay text under ids="auto").
     """
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        # a view, not a cast: a cast fails the whole column on one bad byte
+        large = pa.types.is_large_binary(values.type)
+        values = values.view(pa.large_string() if large else pa.string())
     if pa.types.is_large_string(values.type):
         values = values.cast(pa.string())
-    if pa.types.is_string(values.type):
-        return _from_text(values, spec)
-    return _from_typed(values, spec, file, column)
+    if not pa.types.is_string(values.type):
+        return _from_typed(values, spec, file, column)
+    values, broken = _valid_utf8(values)
+    as_stored = spec.kind in ("string", "infer") or (spec.kind == "id" and spec.ids != "int")
+    values, found = (values, []) if typed and as_stored else _from_text(values, spec)
+    return values, [(broken, "not UTF-8 text"), *found] if broken.any() else found
+
+
+def _valid_utf8(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Null the values that are not UTF-8 (bad [n]), found by bisection as in ``_cast_each``.
+
+    Text parsed from a file is UTF-8 already; Parquet stores whatever bytes its writer gave.
+    """
+    bad = np.zeros(len(text), bool)
+    try:
+        text.validate(full=True)
+        return text, bad
+    except pa.ArrowInvalid:
+        pass
+    pending = [(0, len(text))]
+    while pending:
+        start, stop = pending.pop()
+        try:
+            text.slice(start, stop - start).validate(full=True)
+        except pa.ArrowInvalid:
+            if stop - start == 1:
+                bad[start] = True
+            else:
+                middle = (start + stop) // 2
+                pending += [(start, middle), (middle, stop)]
+    return pc.if_else(pa.array(~bad), text, pa.scalar(None, pa.string())), bad
 
 
 def _from_text(text: pa.Array, spec: Spec) -> tuple[pa.Array, list]:
@@ -340,7 +421,9 @@ def _from_typed(values: pa.Array, spec: Spec, file: str, column: str) -> tuple[p
     if kind == "float" and numeric:
         values, bad = _cast_each(values, pa.float64())
         return values, [(bad, "not a number"), *_non_finite(values)]
-    if kind == "bool" and (pa.types.is_boolean(t) or pa.types.is_integer(t)):
+    if kind == "bool" and pa.types.is_boolean(t):
+        return values, []
+    if kind == "bool" and pa.types.is_integer(t):
         ok = _mask(pc.is_in(values, pa.array([0, 1], t))) | ~_mask(pc.is_valid(values))
         return pc.if_else(pa.array(ok), values, pa.scalar(None, t)).cast(pa.bool_()), [
             (~ok, "not a boolean")

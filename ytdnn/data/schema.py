@@ -114,7 +114,11 @@ TABLES = tuple(SCHEMAS)
 
 
 class DataError(ValueError):
-    """A malformed input. Names the file, the (1-based) line and the column where known."""
+    """A malformed input. Names the file, the (1-based) line and the column where known.
+
+    unit: what ``line`` counts, as the message says it: "line" in a text file, "row" in a
+    Parquet file (which has no lines).
+    """
 
     def __init__(
         self,
@@ -123,6 +127,7 @@ class DataError(ValueError):
         file: str | Path | None = None,
         line: int | None = None,
         column: str | None = None,
+        unit: str = "line",
     ):
         self.file = None if file is None else str(file)
         self.line = line
@@ -131,7 +136,7 @@ class DataError(ValueError):
             part
             for part in (
                 f"file {self.file}" if self.file else "",
-                f"line {line}" if line is not None else "",
+                f"{unit} {line}" if line is not None else "",
                 f"column {column!r}" if column else "",
             )
             if part
@@ -177,10 +182,15 @@ def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path =
         columns[name] = col
     out = pa.table(columns)
     if "watch_time" in out.column_names:
-        negative = pc.less(out.column("watch_time"), 0)
-        if pc.any(negative).as_py():
-            row = pc.index(negative, True).as_py()
-            raise DataError("negative watch time", file=source, line=row + 1, column="watch_time")
+        watch_time = out.column("watch_time")
+        # nan and inf cast to float64, but no watch time is either; nan < 0 is false
+        for bad, reason in (
+            (pc.invert(pc.is_finite(watch_time)), "not a finite number"),
+            (pc.less(watch_time, 0), "negative watch time"),
+        ):
+            if pc.any(bad).as_py():
+                row = pc.index(bad, True).as_py()
+                raise DataError(reason, file=source, line=row + 1, column="watch_time")
     if schema.key:
         _check_unique(out, schema.key, source)
     return out
@@ -234,6 +244,9 @@ class Dataset:
         """Validate every table against its schema, and the id types across tables."""
         for name, table in self.tables().items():
             setattr(self, name, validate_table(table, SCHEMAS[name], source=f"<{self.name}.{name}>"))
+        return self._check_id_types()
+
+    def _check_id_types(self) -> Dataset:
         for id_col in ("user_id", "item_id"):
             types = {n: t.schema.field(id_col).type for n, t in self.tables().items() if id_col in t.column_names}
             if len(set(types.values())) > 1:
@@ -250,13 +263,19 @@ class Dataset:
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Dataset:
-        """Read the Parquet tables written by ``save`` (or by hand) and validate them."""
+        """Read the Parquet tables written by ``save`` (or by hand) and validate them.
+
+        Each file is read by ``readers.read_parquet``, so a bad value is a DataError naming the
+        file, its row and column, exactly as there.
+        """
+        from ytdnn.data.readers import read_parquet  # readers imports this module
+
         directory = Path(directory)
         if not (directory / "watches.parquet").exists():
             raise DataError("no watches.parquet in the data directory", file=directory)
         tables = {
-            t: pq.read_table(directory / f"{t}.parquet")
+            t: read_parquet(directory / f"{t}.parquet", t)
             for t in TABLES
             if (directory / f"{t}.parquet").exists()
         }
-        return cls(**tables, name=name or directory.name).validate()
+        return cls(**tables, name=name or directory.name)._check_id_types()

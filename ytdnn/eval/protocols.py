@@ -41,6 +41,7 @@ from ytdnn.eval.interactions import Interactions
 P_TEMPORAL = "P-TEMPORAL"
 P_RANDOM = "P-RANDOM"
 GLOBAL_TIME = "GLOBAL-TIME"
+HOLDOUT = "HOLDOUT"
 MIN_TEMPORAL_INTERACTIONS = 3  # one training, one validation and one test item at least
 
 
@@ -242,3 +243,35 @@ def global_time_split(
     train, valid = pick(t < valid_start), pick((t >= valid_start) & (t < train_end))
     test = pick((t >= train_end) & (t < test_end))
     return Split(GLOBAL_TIME, watches, user_ids, item_ids, train, valid, test)
+
+
+def holdout_split(watches: pa.Table, *, seed: int = 0, share: float = 0.1) -> Split:
+    """A validation split carved from one log, for choosing settings without a test set.
+
+    Ordered logs: each user's last first-watch is the validation target (the rest trains), as in
+    P-TEMPORAL without its test row. Unordered logs: a random ``share`` of each user's items (at
+    least one), drawn with ``seed``. Users with fewer than 3 items only train. ``test`` is empty.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    user_ids, item_ids, user_idx, item_idx = _catalogue(watches)
+    num_users, num_items = len(user_ids), len(item_ids)
+    ordered = has_timestamps(watches)
+    timestamp = _timestamps(watches, HOLDOUT) if ordered else np.zeros(len(watches), np.int64)
+    rows = _first_watches(user_idx, item_idx, timestamp, num_items)
+    users, items = user_idx[rows], item_idx[rows]
+    counts = np.bincount(users, minlength=num_users)
+    eligible = counts[users] >= MIN_TEMPORAL_INTERACTIONS
+    if ordered:
+        held = eligible & (_rank_from_end(users, num_users) == 0)
+    else:
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(rows)), users))  # a random order within each user
+        position = np.empty(len(rows), np.int64)
+        position[order] = np.arange(len(rows)) - np.searchsorted(users[order], users[order], side="left")
+        held = eligible & (position < np.maximum(1, np.round(share * counts[users])))
+
+    def pick(m: np.ndarray) -> Interactions:
+        return Interactions.from_pairs(users[m], items[m], num_users, num_items, rows[m])
+
+    return Split(HOLDOUT, watches, user_ids, item_ids, pick(~held), pick(held), pick(np.zeros(len(rows), bool)))

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ytdnn.features._fitted import check_fitted
 from ytdnn.features.vocab import Vocabulary
+from ytdnn.modeldir import ModelDir
 
 _FORMAT = "ytdnn.item_features"
 _SKIPPED = ("item_id", "title", "categories", "upload_time", "duration")  # not categorical ids
@@ -111,17 +112,22 @@ class ItemFeatureEncoder:
 
     @classmethod
     def load(cls, directory: str | Path) -> ItemFeatureEncoder:
-        directory = Path(directory)
-        meta = json.loads((directory / "item_features.json").read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"not an item feature encoder: format {meta.get('format')!r}")
-        enc = cls(max_categories=meta["max_categories"])
-        enc.categorical_ = {k: Vocabulary.from_dict(v) for k, v in meta["categorical"].items()}
-        enc.categories_ = None if meta["categories"] is None else Vocabulary.from_dict(meta["categories"])
-        with np.load(directory / "item_features.npz", allow_pickle=False) as arrays:
-            enc.categorical_ids_ = arrays["categorical_ids"]
-            enc.category_ids_, enc.category_offsets_ = arrays["category_ids"], arrays["category_offsets"]
-            enc.upload_time_, enc.duration_ = arrays["upload_time"], arrays["duration"]
+        """What ``save`` wrote into ``directory``: files confined to it, any failure a ModelDirError
+        naming the file (ytdnn.modeldir)."""
+        md = ModelDir(directory, what="item features")
+        with md.loading():
+            meta = md.read_json("item_features.json")
+            if meta.get("format") != _FORMAT:
+                raise md.error(f"not an item feature encoder: format {meta.get('format')!r}")
+            enc = cls(max_categories=meta["max_categories"])
+            enc.categorical_ = {k: Vocabulary.from_dict(v) for k, v in meta["categorical"].items()}
+            categories = meta["categories"]
+            enc.categories_ = None if categories is None else Vocabulary.from_dict(categories)
+            with np.load(md.file("item_features.npz"), allow_pickle=False) as arrays:
+                enc.categorical_ids_ = arrays["categorical_ids"]
+                enc.category_ids_ = arrays["category_ids"]
+                enc.category_offsets_ = arrays["category_offsets"]
+                enc.upload_time_, enc.duration_ = arrays["upload_time"], arrays["duration"]
         return enc
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ytdnn.features._fitted import check_fitted
+from ytdnn.modeldir import load_errors
 
 ONE_BELOW = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # 1 - 2**-24
 _JSON_FORMAT = "ytdnn.quantile_normalizer"
@@ -140,7 +141,9 @@ class QuantileNormalizer:
 
     @classmethod
     def from_json(cls, path: str | Path) -> QuantileNormalizer:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The normalizer ``to_json`` wrote; any failure is a ModelDirError naming ``path``."""
+        with load_errors(path):
+            return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _as_columns(x: Any, where: str) -> np.ndarray:

@@ -9,7 +9,7 @@ features alike (``check_generator``):
   it through the original ids (``item_map``).
 - ``item_features_``: channel, language, ... ids, category bags, upload time, duration.
 - the impression log (CSR by user): what ``num_earlier_impressions`` (churn) counts.
-- the watch log by item (sorted (item, time) codes): what ``item_watches_last_week`` counts.
+- the watch log by item (sorted (item, time) codes): what ``item_watches_recent`` counts.
 - ``normalizer_``: the quantile normalizer of ``CONTINUOUS_FEATURES``, fitted in one pass over
   the training impressions' raw values.
 """
@@ -29,8 +29,8 @@ from ytdnn.features.vocab import Vocabulary
 from ytdnn.samples.ranking import (
     BINARY_FEATURES,
     CONTINUOUS_FEATURES,
-    NEVER_S,
-    RECENT_S,
+    NEVER,
+    RECENT_SHARE,
     FeatureTables,
     earlier_events,
     user_events,
@@ -84,17 +84,23 @@ class RankingFeaturizer:
     def set_watch_log(self, items: np.ndarray, times: np.ndarray) -> None:
         """Every logged watch as ranker item ids [W] and seconds [W], sorted into one int64 code
         per watch (item, then time), so a window count per item is two binary searches."""
-        self.log_start_ = int(times.min(initial=0))
+        self.log_start_ = int(times.min()) if len(times) else 0
+        span = int(times.max()) - self.log_start_ if len(times) else 0
+        # a code holds (item, seconds after the start): one more than the span fits every watch,
+        # and every later query time clamps to after the last watch
+        self.time_codes_ = span + 2
+        self.recent_window_ = span * RECENT_SHARE  # float: it scales exactly with the time axis
         self.watch_log_ = np.sort(self._watch_codes(items, times))
 
     def _watch_codes(self, items: np.ndarray, times: np.ndarray) -> np.ndarray:
-        offset = np.clip(np.asarray(times, np.int64) - self.log_start_, 0, _TIME_CODES - 1)
-        return np.asarray(items, np.int64) * _TIME_CODES + offset
+        offset = np.clip(np.asarray(times, np.int64) - self.log_start_, 0, self.time_codes_ - 1)
+        return np.asarray(items, np.int64) * self.time_codes_ + offset
 
     def _recent_watches(self, q: Queries) -> np.ndarray:
-        """[Q] watches of each query's item by anyone in the RECENT_S before its time."""
+        """[Q] watches of each query's item by anyone in the ``recent_window_`` before its time."""
         upto = np.searchsorted(self.watch_log_, self._watch_codes(q.items, q.times), side="left")
-        since = np.searchsorted(self.watch_log_, self._watch_codes(q.items, q.times - RECENT_S), side="left")
+        start = np.ceil(q.times - self.recent_window_)  # the first whole second in the window
+        since = np.searchsorted(self.watch_log_, self._watch_codes(q.items, start), side="left")
         return np.where(q.items > 0, upto - since, 0)
 
     def fit_normalizer(self, raw: np.ndarray) -> RankingFeaturizer:
@@ -264,7 +270,8 @@ class RankingFeaturizer:
         self.normalizer_.to_json(directory / "quantiles.json")
         self.item_features_.save(directory)
         np.savez(directory / "impression_log.npz", items=self.log_items_, times=self.log_times_,
-                 offsets=self.log_offsets_, watch_log=self.watch_log_, log_start=np.int64(self.log_start_))
+                 offsets=self.log_offsets_, watch_log=self.watch_log_, log_start=np.int64(self.log_start_),
+                 time_codes=np.int64(self.time_codes_), recent_window=np.float64(self.recent_window_))
 
     @classmethod
     def load(cls, directory: str | Path) -> RankingFeaturizer:
@@ -281,15 +288,14 @@ class RankingFeaturizer:
         with np.load(directory / "impression_log.npz", allow_pickle=False) as arrays:
             f.log_items_, f.log_times_, f.log_offsets_ = arrays["items"], arrays["times"], arrays["offsets"]
             f.watch_log_, f.log_start_ = arrays["watch_log"], int(arrays["log_start"])
+            f.time_codes_, f.recent_window_ = int(arrays["time_codes"]), float(arrays["recent_window"])
         return f
 
 
-_TIME_CODES = 1 << 33  # seconds after the log's start a watch code holds (272 years)
-
 
 def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """Seconds from ``then`` to ``t``; NEVER_S where ``then`` is unknown (NaN)."""
-    return np.where(np.isnan(then), NEVER_S, t - np.nan_to_num(then, nan=0.0))
+    """Time from ``then`` to ``t``; NEVER where ``then`` is unknown (NaN)."""
+    return np.where(np.isnan(then), NEVER, t - np.nan_to_num(then, nan=0.0))
 
 
 def _canonical(document: dict) -> dict:

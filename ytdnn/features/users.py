@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.vocab import Vocabulary
+from ytdnn.modeldir import load_errors
 
 _FORMAT = "ytdnn.user_features"
 
@@ -124,4 +125,6 @@ class UserFeatureEncoder:
 
     @classmethod
     def from_json(cls, path: str | Path) -> UserFeatureEncoder:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The encoder ``to_json`` wrote; any failure is a ModelDirError naming ``path``."""
+        with load_errors(path):
+            return cls.from_dict(json.loads(Path(path).read_text()))

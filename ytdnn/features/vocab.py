@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytdnn.features._fitted import check_fitted
+from ytdnn.modeldir import load_errors
 
 TokenType = Literal["int", "str"]
 
@@ -136,7 +137,8 @@ class Vocabulary:
             return np.fromiter((get(v, OOV_ID) for v in column.to_pylist()), np.int64, len(column))
         positions = pc.index_in(column, value_set=self._value_set)  # null where unknown
         ids = pc.add(pc.fill_null(positions, -1), 1)
-        return ids.to_numpy().astype(np.int64, copy=False)
+        # a copy: Arrow's zero-copy view is read-only, which torch.from_numpy warns about
+        return np.array(ids.to_numpy(), dtype=np.int64)
 
     def decode(self, ids: Any) -> Any:
         """Id -> token. ``ids``: int or int array of any shape -> token, or (nested) list; 0 -> None.
@@ -204,7 +206,9 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, path: str | Path) -> Vocabulary:
-        return cls.from_dict(json.loads(Path(path).read_text("utf-8")))
+        """The vocabulary ``to_json`` wrote; any failure is a ModelDirError naming ``path``."""
+        with load_errors(path):
+            return cls.from_dict(json.loads(Path(path).read_text("utf-8")))
 
 
 def _as_token_column(values: Any) -> pa.ChunkedArray:

@@ -26,7 +26,11 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import faiss
 import numpy as np
 
+from ytdnn.modeldir import ModelDir, check_config
+
 FORMAT_VERSION = 1
+# index.json
+_META_SCHEMA = {"format": int, "kind": str, "params": dict, "dim": int, "num_items": int}
 PAD_ID = -1  # ids returned when fewer than k items remain after exclusion
 PAD_SCORE = -np.inf
 
@@ -232,23 +236,34 @@ class FaissIndex(ABC):
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        """Read a directory written by ``save``. On ``FaissIndex`` itself, any kind is accepted."""
-        path = Path(path)
-        meta = json.loads((path / "index.json").read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported index format {meta.get('format')!r}")
-        kind = meta["kind"]
-        if kind not in FaissIndex.registry:
-            raise ValueError(f"{path}: unknown index kind {kind!r}")
-        target = FaissIndex.registry[kind]
-        if cls is not FaissIndex and target is not cls:
-            raise ValueError(f"{path} holds a {target.__name__}, not a {cls.__name__}")
-        index = target(**meta["params"])
-        faiss_index = faiss.read_index(str(path / "index.faiss"))
-        ids = np.load(path / "ids.npy", allow_pickle=False)
-        if faiss_index.ntotal != len(ids) or faiss_index.d != meta["dim"]:
-            raise ValueError(f"{path}: index.faiss and ids.npy disagree")
-        index._set_fitted(faiss_index, ids.astype(np.int64))
+        """Read a directory written by ``save``. On ``FaissIndex`` itself, any kind is accepted.
+
+        The files are confined to ``path`` and any failure is a ModelDirError (a ValueError)
+        naming the directory and the file (ytdnn.modeldir).
+        """
+        md = ModelDir(path, what="index")
+        with md.loading():
+            try:
+                meta = check_config(md.read_json("index.json"), _META_SCHEMA)
+            except ValueError as err:
+                raise md.error(str(err)) from err
+            if meta["format"] != FORMAT_VERSION:
+                raise md.error(f"unsupported index format {meta['format']!r}")
+            kind = meta["kind"]
+            if kind not in FaissIndex.registry:
+                raise md.error(f"unknown index kind {kind!r}")
+            target = FaissIndex.registry[kind]
+            if cls is not FaissIndex and target is not cls:
+                raise md.error(f"holds a {target.__name__}, not a {cls.__name__}")
+            index = target(**meta["params"])
+            ids = np.load(md.file("ids.npy"), allow_pickle=False)
+            if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) != meta["num_items"]:
+                raise md.error(f"not {meta['num_items']} integer ids")
+            faiss_index = faiss.read_index(str(md.file("index.faiss")))
+            if faiss_index.ntotal != len(ids) or faiss_index.d != meta["dim"]:
+                raise md.error(f"{faiss_index.ntotal} vectors of width {faiss_index.d}, where "
+                               f"index.json and ids.npy say {len(ids)} of width {meta['dim']}")
+            index._set_fitted(faiss_index, ids.astype(np.int64))
         return index
 
 

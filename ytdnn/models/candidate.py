@@ -21,7 +21,7 @@ class CandidateConfig(Config):
     output_dim: int = 256  # width of u and of the output item table v
     depth: int = 3  # paper presets 0-4 (fig. 6); ignored when tower_widths is set
     tower_widths: tuple[int, ...] | None = None  # free hidden widths instead of a depth preset
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout after each ReLU layer of the tower
     tied_item_embeddings: bool = False  # v shares the watch-bag table (needs embedding_dim == output_dim)
     item_bias: bool = True  # a per-item logit bias, served as one extra index dimension
     # Sampled softmax with thousands of negatives (§3.1); None, or >= the corpus, = full softmax.

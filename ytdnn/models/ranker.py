@@ -1,5 +1,12 @@
 """The ranker (paper §4): impression features -> a ReLU tower -> one logit, trained by weighted
-logistic regression so that exp(logit) estimates the expected watch time of the impression."""
+logistic regression so that exp(logit) estimates the expected watch time of the impression.
+
+Optional rating heads (multi-task, on the same tower): beside the logistic head, a rating-value
+head (regression, MSE) and a rating-class head (softmax over the observed rating levels,
+cross-entropy), trained jointly with settable loss weights on rows whose rating is known. The
+serving score stays exp(logit); ``expected_rating`` is the regression head's value or the
+expectation of the class head (``RankerConfig.rating_output``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from ytdnn.samples.ranking import RankingBatch
 
 # Paper table 1: the hidden layers compared, by name ("none" = logistic regression on the inputs).
 TOWER_PRESETS = ("none", "256", "512", "1024", "512-256", "1024-512", "1024-512-256")
+RATING_OUTPUTS = ("regression", "classes")
 _TOWER = re.compile(r"^(none|[1-9][0-9]*(-[1-9][0-9]*)*)$")
 
 
@@ -38,14 +46,33 @@ class RankerConfig(Config):
     max_items: int | None = 1_000_000  # item vocabulary: top N by frequency, the rest OOV (§4.1)
     max_embedding_dim: int = 64  # cap of the log-of-vocabulary-size embedding widths
     num_quantiles: int = 1000  # of the continuous features' CDF normalizer
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout after each ReLU layer of the tower
     # Not in the paper: the generator's raw logit also reaches the output through one learned
     # weight, so the tower learns corrections to the retrieval order instead of rebuilding it from
     # the score's quantiles, which crowd the few hundred served candidates into the top bins.
     score_skip: bool = True
+    # Rating heads (module docstring): the loss weight of each, 0 = no such head. The total loss
+    # is logistic + rating_loss_weight * MSE + rating_class_loss_weight * cross-entropy, the
+    # rating losses averaged over the rows with a rating.
+    rating_loss_weight: float = 0.0
+    rating_class_loss_weight: float = 0.0
+    rating_output: str = "regression"  # what expected_rating returns: "regression" or "classes"
+    # A second watched-items bag whose items weigh their rating less the bag's mean rating (a
+    # user's likes and dislikes, where the plain bag says only what was rated); own table.
+    rated_bag: bool = False
+    # Not in the paper: also feed the element-wise products of the impressed item's embedding
+    # with each bag's mean (the terms of their dot product), which a ReLU tower fed only the
+    # concatenation must approximate from sums.
+    interactions: bool = False
 
     def validate(self) -> None:
         tower_widths(self.tower)
+        if min(self.rating_loss_weight, self.rating_class_loss_weight) < 0:
+            raise ValueError("rating_loss_weight and rating_class_loss_weight must be >= 0")
+        if self.rating_output not in RATING_OUTPUTS:
+            raise ValueError(f"rating_output must be one of {RATING_OUTPUTS}, got {self.rating_output!r}")
+        if self.rating_output == "classes" and not self.rating_class_loss_weight:
+            raise ValueError("rating_output 'classes' needs rating_class_loss_weight > 0")
         if self.max_watch_history < 1 or self.max_embedding_dim < 2 or self.num_quantiles < 1:
             raise ValueError("max_watch_history >= 1, max_embedding_dim >= 2 and num_quantiles >= 1 needed")
         if self.max_items is not None and self.max_items < 1:
@@ -56,6 +83,10 @@ class RankerConfig(Config):
     @property
     def hidden_widths(self) -> tuple[int, ...]:
         return tower_widths(self.tower)
+
+    @property
+    def rating_heads(self) -> bool:
+        return self.rating_loss_weight > 0 or self.rating_class_loss_weight > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +99,10 @@ class RankerSizes:
     item_categorical: tuple[int, ...] = ()
     num_categories: int = 1
     num_continuous: int = 0
+    # The rating levels seen in training, ascending: the class head's classes and the scale the
+    # rating heads' outputs are clipped to. () = no ratings.
+    rating_levels: tuple[float, ...] = ()
+    rating_mean: float = 0.0  # the regression head's offset: it learns the deviation from it
 
 
 class RankerModel(nn.Module):
@@ -83,38 +118,107 @@ class RankerModel(nn.Module):
         self.item_embeddings = nn.ModuleList(_embedding(n, cfg) for n in sizes.item_categorical)
         category_width = embedding_width(sizes.num_categories, max_width=cfg.max_embedding_dim)
         self.category_bag = mean_bag(sizes.num_categories, category_width)
+        self.rated_table = None
+        if cfg.rated_bag:  # summed with per-item weights that already hold the 1 / count
+            self.rated_table = nn.EmbeddingBag(sizes.num_items, width, mode="sum", padding_idx=0)
+            nn.init.normal_(self.rated_table.weight, std=1.0 / width**0.5)
         input_dim = (
-            3 * width
+            (3 + int(cfg.rated_bag) + int(cfg.interactions) * (2 + int(cfg.rated_bag))) * width
             + sum(e.embedding_dim for e in self.user_embeddings) + sizes.num_user_continuous
             + sum(e.embedding_dim for e in self.item_embeddings) + self.category_bag.embedding_dim
             + sizes.num_continuous
         )
         self.tower = relu_tower(input_dim, cfg.hidden_widths, 1, cfg.dropout)
         self.score_weight = nn.Parameter(torch.zeros(1)) if cfg.score_skip else None
+        hidden = cfg.hidden_widths[-1] if cfg.hidden_widths else input_dim
+        if cfg.rating_heads and len(sizes.rating_levels) < 1:
+            raise ValueError("rating heads need the rating levels (RankerSizes.rating_levels)")
+        self.rating_value = nn.Linear(hidden, 1) if cfg.rating_loss_weight > 0 else None
+        self.rating_classes = None
+        if cfg.rating_class_loss_weight > 0:
+            self.rating_classes = nn.Linear(hidden, len(sizes.rating_levels))
+        self.register_buffer("levels", torch.tensor(sizes.rating_levels or (0.0,), dtype=torch.float32),
+                             persistent=False)
 
     def forward(self, batch: RankingBatch) -> torch.Tensor:
         """-> logits [B]."""
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logits [B], the tower's last hidden layer [B, H]) that the rating heads read."""
         user_side = [
             self.item_table(batch.watch_ids, batch.watch_offsets),  # [B or C, E] mean of watched items
             self.item_table(batch.last_ids, batch.last_offsets),  # [B or C, E] the last watch
         ]
+        if self.rated_table is not None:  # [B or C, E] rating-weighted bag (samples/ratings.py)
+            weights = getattr(batch, "rated_weights", None)
+            if weights is None:
+                raise ValueError("this ranker reads a rated bag: its batches need rated_weights")
+            user_side.append(self.rated_table(batch.watch_ids, batch.watch_offsets, per_sample_weights=weights))
         user_side += [emb(batch.user_categorical[:, j]) for j, emb in enumerate(self.user_embeddings)]
         user_side.append(batch.user_continuous)  # [B or C, Fu]
         user = torch.cat(user_side, dim=1)
         if batch.row_context is not None:  # one row per context: spread to the B impressions
             user = user[batch.row_context]
-        parts = [F.embedding(batch.items, self.item_table.weight, padding_idx=0), user]  # [B, E], [B, U]
+        item = F.embedding(batch.items, self.item_table.weight, padding_idx=0)  # [B, E]
+        parts = [item, user]  # [B, E], [B, U]
+        if self.cfg.interactions:  # [B, E] each: item ⊙ watched bag, last watch (, rated bag)
+            width = item.shape[1]
+            bags = 3 if self.rated_table is not None else 2
+            parts += [item * user[:, j * width : (j + 1) * width] for j in range(bags)]
         parts += [emb(batch.item_categorical[:, j]) for j, emb in enumerate(self.item_embeddings)]
         parts.append(self.category_bag(batch.category_ids, batch.category_offsets))  # [B, Ec] averaged
         parts.append(batch.continuous)  # [B, Fc] x̃ (and x̃², √x̃), binary flags
-        logits = self.tower(torch.cat(parts, dim=1)).squeeze(1)
+        hidden = self.tower[:-1](torch.cat(parts, dim=1))  # [B, H]
+        logits = self.tower[-1](hidden).squeeze(1)
         if self.score_weight is not None:
             logits = logits + self.score_weight * batch.prior
-        return logits
+        return logits, hidden
 
     def loss(self, batch: RankingBatch) -> torch.Tensor:
-        """Weighted logistic loss (§4.2); the weights come with the batch."""
-        return weighted_logistic_loss(self(batch), batch.labels, batch.weights)
+        """Weighted logistic loss (§4.2), the weights coming with the batch, plus the rating
+        heads' losses on the rows whose rating is known (``batch.ratings``, NaN elsewhere)."""
+        logits, hidden = self.outputs(batch)
+        loss = weighted_logistic_loss(logits, batch.labels, batch.weights)
+        ratings = getattr(batch, "ratings", None)
+        if ratings is None or not self.cfg.rating_heads:
+            return loss
+        rated = ~torch.isnan(ratings)  # [B]
+        if not bool(rated.any()):
+            return loss + 0.0 * hidden.sum()  # every head still in the graph
+        h, r = hidden[rated], ratings[rated]  # [R, H], [R]
+        if self.rating_value is not None:
+            loss = loss + self.cfg.rating_loss_weight * F.mse_loss(self._value(h), r)
+        if self.rating_classes is not None:
+            target = torch.bucketize(r, self.levels).clamp(max=len(self.levels) - 1)  # level index
+            loss = loss + self.cfg.rating_class_loss_weight * F.cross_entropy(self.rating_classes(h), target)
+        return loss
+
+    def _value(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The regression head: the rating mean plus a learned deviation, [R, H] -> [R]."""
+        return self.sizes.rating_mean + self.rating_value(hidden).squeeze(1)
+
+    @torch.no_grad()
+    def predictions(self, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One forward pass -> (logits [B], expected ratings [B] or None without rating heads)."""
+        logits, hidden = self.outputs(batch)
+        return logits, self._rating(hidden) if self.cfg.rating_heads else None
+
+    @torch.no_grad()
+    def expected_rating(self, batch: RankingBatch) -> torch.Tensor:
+        """[B] the regression head's rating, or the class head's expectation sum_k p_k level_k
+        (``cfg.rating_output``), clipped to the rating scale."""
+        if not self.cfg.rating_heads:
+            raise ValueError("this ranker has no rating heads")
+        return self._rating(self.outputs(batch)[1])
+
+    def _rating(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, H] -> [B] the expected rating, clipped to the scale."""
+        if self.cfg.rating_output == "classes":
+            value = torch.softmax(self.rating_classes(hidden), dim=1) @ self.levels
+        else:
+            value = self._value(hidden)
+        return value.clamp(self.levels[0], self.levels[-1])
 
     @torch.no_grad()
     def expected_watch_time(self, batch: RankingBatch) -> torch.Tensor:

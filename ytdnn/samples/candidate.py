@@ -14,7 +14,9 @@ that user's strictly earlier events.
     the all-watches bag of serving, where "prefix" trains mostly on short ones.
 - At most ``max_examples_per_user`` labels per user, drawn afresh each epoch, so a few heavy users
   do not dominate the loss (§3.4).
-- Example age = end of the training window - label time; 0 at serving (§3.3).
+- Example age = end of the training window - label time; 0 at serving (§3.3). The model sees its
+  CDF over the training watches (``Featurizer.example_age``), so no input depends on the unit or
+  the span of the timestamps.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ import numpy as np
 import torch
 
 from ytdnn.config import Config
-from ytdnn.samples.streams import EventStreams, windows
-
-DAY = 86_400.0
+from ytdnn.samples.streams import EventStreams, Featurizer, windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,6 @@ class ExampleConfig(Config):
     # separately, as §4.1 shares tables) so the tower sees recency the 50-mean dilutes. 0 = off.
     max_recent_watches: int = 0
     max_examples_per_user: int | None = 200  # §3.4; None = every watch is a label
-    # Example age is fed in days, divided by this so it lies in about [0, 1] on typical windows.
-    example_age_scale_days: float = 30.0
     # Unordered logs only (module docstring): "prefix" or "holdout". With "holdout", each watch
     # stays in the input bag with probability holdout_keep, and max_examples_per_user caps the
     # labels of one bag; holdout_weighting "label" weighs every label alike (heavy users count
@@ -57,8 +55,6 @@ class ExampleConfig(Config):
             raise ValueError("max_watch_history must be >= 1 and max_search_history >= 0")
         if self.max_examples_per_user is not None and self.max_examples_per_user < 1:
             raise ValueError("max_examples_per_user must be None or >= 1")
-        if self.example_age_scale_days <= 0:
-            raise ValueError("example_age_scale_days must be positive")
         if self.unordered_mode not in ("prefix", "holdout"):
             raise ValueError(f"unordered_mode must be 'prefix' or 'holdout', got {self.unordered_mode!r}")
         if not 0.0 < self.holdout_keep < 1.0:
@@ -73,7 +69,7 @@ class CandidateBatch:
 
     watch_ids [Nw], watch_offsets [B]; search_ids [Ns], search_offsets [B];
     user_categorical [B, C] int64; user_continuous [B, Fc] float32; example_age [B] float32
-    (scaled); users [B] int64 rows; labels [B] int64 item ids, or None at serving. Holdout
+    (normalized: ``Featurizer.example_age``); users [B] int64 rows; labels [B] int64 item ids, or None at serving. Holdout
     batches have L >= B labels: labels [L], label_rows [L] (the context of each label) and
     label_weights [L] (None = all 1); excluded_rows, excluded_ids [X] (row, item) pairs that are
     not in the softmax of that row's labels, when configured.
@@ -106,10 +102,11 @@ def assemble_batch(
     watch_stream: np.ndarray,
     watch_end: np.ndarray,
     token_end: np.ndarray,
-    example_age_days: np.ndarray,
+    example_age: np.ndarray,
     labels: np.ndarray | None,
 ) -> CandidateBatch:
-    """Gather the windows of B examples. users, watch_end, token_end, example_age_days: [B]."""
+    """Gather the windows of B examples. users, watch_end, token_end, example_age (normalized,
+    ``Featurizer.example_age``): [B]."""
     watch_ids, watch_offsets = windows(watch_stream, streams.watch_offsets[users], watch_end, cfg.max_watch_history)
     search_ids, search_offsets = windows(streams.tokens, streams.token_offsets[users], token_end, cfg.max_search_history)
     recent = None
@@ -122,7 +119,7 @@ def assemble_batch(
         search_offsets=torch.from_numpy(search_offsets),
         user_categorical=torch.from_numpy(streams.user_categorical[users]),
         user_continuous=torch.from_numpy(streams.user_continuous[users]),
-        example_age=torch.from_numpy((example_age_days / cfg.example_age_scale_days).astype(np.float32)),
+        example_age=torch.from_numpy(np.asarray(example_age, dtype=np.float32)),
         users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
         labels=None if labels is None else torch.from_numpy(labels),
         recent_ids=None if recent is None else torch.from_numpy(recent[0]),
@@ -130,8 +127,9 @@ def assemble_batch(
     )
 
 
-def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray) -> CandidateBatch:
-    """Features of users [B] "now": their whole stream is history and the example age is 0."""
+def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray, age: float = 0.0) -> CandidateBatch:
+    """Features of users [B] "now": their whole stream is history and the example age is 0,
+    which the model sees as ``age`` (its normalized value, ``Featurizer.serving_age``)."""
     users = np.asarray(users, dtype=np.int64)
     if not streams.ordered:
         # no "most recent" in an unordered log: the bag is all of the user's watches, whose mean
@@ -141,7 +139,7 @@ def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray) 
         streams, cfg, users, streams.watch_items,
         watch_end=streams.watch_offsets[users + 1],
         token_end=streams.token_offsets[users + 1],
-        example_age_days=np.zeros(len(users)),
+        example_age=np.full(len(users), age, np.float32),
         labels=None,
     )
 
@@ -149,13 +147,13 @@ def serving_batch(streams: EventStreams, cfg: ExampleConfig, users: np.ndarray) 
 class CandidateExamples:
     """The training examples over ``streams``: every labelled watch with a known item id.
 
-    ``window_end``: end of the training window (seconds) for the example age.
+    ``featurizer``: the one that encoded ``streams``; it gives the end of the training window and
+    the normalization of the example age. Without it every example age is 0.
     """
 
-    def __init__(self, streams: EventStreams, cfg: ExampleConfig, window_end: int = 0):
+    def __init__(self, streams: EventStreams, cfg: ExampleConfig, featurizer: Featurizer | None = None):
         self.streams = streams
         self.cfg = cfg
-        self.window_end = window_end
         users = streams.watch_users()
         # labels out of the item vocabulary cannot be predicted: they stay history, never labels
         self.label_positions = np.flatnonzero(streams.watch_items > 0)  # [E] positions in the stream
@@ -168,8 +166,10 @@ class CandidateExamples:
             token_users = np.repeat(np.arange(streams.num_users), np.diff(streams.token_offsets))
             token_key = key(token_users, streams.token_times)
             self.token_end = np.searchsorted(token_key, watch_key[self.label_positions], side="left")
-        age = (window_end - streams.watch_times[self.label_positions]) / DAY if streams.ordered else 0.0
-        self.example_age_days = np.broadcast_to(np.asarray(age, dtype=np.float64), self.label_positions.shape)
+        self.example_age = np.zeros(len(self.label_positions), np.float32)  # [E] normalized
+        if featurizer is not None and streams.ordered:
+            seconds = featurizer.window_end_ - streams.watch_times[self.label_positions].astype(np.float64)
+            self.example_age = featurizer.example_age(seconds)
 
     def __len__(self) -> int:
         return len(self.label_positions)
@@ -212,7 +212,7 @@ class CandidateExamples:
             yield assemble_batch(
                 self.streams, self.cfg, self.label_users[idx], watch_stream,
                 watch_end=history_end[idx], token_end=token_end[idx],
-                example_age_days=self.example_age_days[idx], labels=self.streams.watch_items[pos],
+                example_age=self.example_age[idx], labels=self.streams.watch_items[pos],
             )
 
     def _epoch_windows(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,7 +253,7 @@ class CandidateExamples:
             pos, _ = windows(label_pos, label_start[u], label_start[u] + num_labels[u], None)  # [L]
             batch = assemble_batch(
                 s, cfg, u, stream, watch_end=bag_end[u], token_end=s.token_offsets[u + 1],
-                example_age_days=np.zeros(len(u)), labels=stream[pos],
+                example_age=np.zeros(len(u), np.float32), labels=stream[pos],
             )
             rows = np.repeat(np.arange(len(u)), num_labels[u])  # [L]
             batch.label_rows = torch.from_numpy(rows)

@@ -28,15 +28,19 @@ import torch
 from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.streams import EventStreams, window_positions, windows
 
-DAY = 86_400
-NEVER_S = 10 * 365 * DAY  # "time since" of something that never happened: older than anything real
+# "Time since" of something that never happened: longer than any real gap in any time unit
+# (2**62 s, ms, µs or even ns is more than a century), so no input depends on the timestamps' unit.
+NEVER = float(2**62)
 CONTINUOUS_FEATURES = (
     "candidate_score", "candidate_rank", "seconds_since_last_watch", "num_earlier_watches",
     "num_earlier_impressions", "seconds_since_upload", "num_channel_watches",
     "seconds_since_channel_watch", "num_item_watches", "duration",
-    "category_watch_share", "seconds_since_category_watch", "item_watches_last_week",
+    "category_watch_share", "seconds_since_category_watch", "item_watches_recent",
 )
-RECENT_S = 7 * DAY  # the window of "item_watches_last_week": the item's trend, not its lifetime
+# The window of "item_watches_recent", as a share of the training log's span: the item's trend,
+# not its lifetime. 1/30 is a week on ml-100k's 7 months; a share, not a number of days, keeps the
+# feature the same when the time axis is stretched.
+RECENT_SHARE = 1 / 30
 BINARY_FEATURES = ("same_language",)  # fed as 0/1, not normalised
 
 
@@ -245,7 +249,7 @@ def candidate_features(
         if not len(ctx):
             break
         batch = assemble_batch(streams, generator.example_cfg, users[ctx], streams.watch_items,
-                               watch_end[ctx], token_end[ctx], np.zeros(len(ctx)), None)
+                               watch_end[ctx], token_end[ctx], np.full(len(ctx), generator.featurizer_.serving_age), None)
         full = model.user_vector(batch) @ vectors.T  # [C, V]
         if bias is not None:
             full += bias

@@ -6,9 +6,11 @@
 
 Modules: ``app`` (endpoints), ``engine`` (the loaded model, ServeConfig, hot-reload holder),
 ``batcher`` (the inference thread), ``events`` / ``events_sqlite`` (the stores), ``seed``
-(training history into a new store), ``popular`` (the fallback list), ``metrics``, ``admin``,
-``errors``, ``loadtest``, ``demo``. Names below are imported lazily, so that importing the event
-store does not pull in FastAPI and torch.
+(training history into a new store, atomically), ``popular`` (the fallback list), ``metrics``,
+``admin``, ``errors``, ``bodies`` (reading request bodies safely), ``schemas`` (the OpenAPI
+bodies), ``protocol`` (header limits, JSON protocol errors), ``loadtest``, ``fuzz``
+(schemathesis), ``crashtest`` (kill -9), ``demo``. Names below are imported lazily, so that
+importing the event store does not pull in FastAPI and torch.
 """
 
 from __future__ import annotations

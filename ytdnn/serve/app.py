@@ -19,7 +19,9 @@ Endpoints (OpenAPI docs at /docs):
   is configured: then any client that sends ``Authorization: Bearer <token>``, and no other.
 
 Every error is JSON, ``{"error": {"status": 422, "message": "...", ...}}``, with a 4xx for anything
-a client can send; a 5xx would be a bug.
+a client can send (``ytdnn.serve.bodies`` reads bodies, ``ytdnn.serve.protocol`` limits headers);
+a 5xx would be a bug. Every body, request and response, is in the OpenAPI document
+(``ytdnn.serve.schemas``), which tests/serve/test_fuzz_api.py fuzzes with schemathesis.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
-from ytdnn.serve.admin import AdminRefused, check_admin
+from ytdnn.serve import schemas
+from ytdnn.serve.admin import AdminRefused, check_admin, is_forwarded
 from ytdnn.serve.batcher import RecommendBatcher
+from ytdnn.serve.bodies import read_json
 from ytdnn.serve.engine import Job, ModelHolder, ServeConfig, ServingModel
-from ytdnn.serve.errors import ApiError, install_error_handlers
+from ytdnn.serve.errors import ApiError, install_error_handlers, one_line
 from ytdnn.serve.events import (
     EventError,
     EventStore,
@@ -48,6 +52,7 @@ from ytdnn.serve.events import (
     validate_watches,
 )
 from ytdnn.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
+from ytdnn.serve.protocol import RequestLimitMiddleware
 from ytdnn.serve.seed import model_id_type, open_event_store
 
 log = logging.getLogger("ytdnn.serve")
@@ -65,7 +70,7 @@ class ServeState:
         self.metrics = ServeMetrics()
         self.metrics.serving(model.version)
         self.batcher = RecommendBatcher(store, config.history_limit, config.max_batch_size,
-                                        self.metrics.on_batch, config.num_threads)
+                                        self.metrics.on_batch)
 
 
 def _check_store_fits(store: EventStore, model: ServingModel) -> None:
@@ -105,13 +110,17 @@ def create_app(model_dir: str | Path | ServingModel, events: EventStore | str | 
 
     app = FastAPI(title="ytdnn", version="0.1.0", lifespan=lifespan,
                   description="Two-stage recommendations (candidate generation, then ranking) "
-                              "with fresh history from an event store.")
+                              "with fresh history from an event store.",
+                  responses=schemas.errors(414, 431))
     app.state.serve = state
     install_error_handlers(app)
+    # inside the metrics: an oversized request is refused before any endpoint, and still counted
+    app.add_middleware(RequestLimitMiddleware, max_header_bytes=config.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     _recommend_routes(app, state)
     _event_routes(app, state)
     _admin_routes(app, state)
+    schemas.install_request_schemas(app, config.max_k, config.max_events_per_request)
     return app
 
 
@@ -133,9 +142,10 @@ async def _recommend(state: ServeState, user_id: str, k: int, features: dict[str
 def _recommend_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
-    @app.get("/recommend/{user_id}", tags=["recommend"])
+    @app.get("/recommend/{user_id}", tags=["recommend"], response_model=None,
+             responses=schemas.ok(schemas.Recommendation, 422))
     async def recommend(request: Request, user_id: str,
-                        k: int = Query(10, description=f"1..{config.max_k}")) -> dict:
+                        k: int = Query(10, ge=1, le=config.max_k)) -> Response:
         """The user's top k: items, scores, and the stage that produced each score.
 
         Query parameters other than ``k`` are user features for this request (e.g. ``geo=US``,
@@ -146,8 +156,10 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
             raise ApiError(422, "a feature is given more than once", field="features")
         return await _recommend(state, user_id, _check_k(k, config), features)
 
-    @app.post("/recommend/{user_id}", tags=["recommend"])
-    async def recommend_with_body(request: Request, user_id: str) -> dict:
+    @app.post("/recommend/{user_id}", tags=["recommend"], response_model=None,
+              responses=schemas.ok(schemas.Recommendation, 400, 413, 422),
+              openapi_extra=schemas.request_body("RecommendRequest"))
+    async def recommend_with_body(request: Request, user_id: str) -> Response:
         """As GET, with ``{"k": 10, "features": {"geo": "US", "age": 31}}`` as the body."""
         body = await read_json(request, config.max_body_bytes)
         if not isinstance(body, dict):
@@ -162,8 +174,9 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
             raise ApiError(422, "features must be an object of feature: value", field="features")
         return await _recommend(state, user_id, _check_k(k, config), features)
 
-    @app.get("/similar/{item_id}", tags=["recommend"])
-    def similar(item_id: str, k: int = Query(10, description=f"1..{config.max_k}")) -> dict:
+    @app.get("/similar/{item_id}", tags=["recommend"], response_model=None,
+             responses=schemas.ok(schemas.SimilarItems, 404, 422))
+    def similar(item_id: str, k: int = Query(10, ge=1, le=config.max_k)) -> dict:
         """Items nearest ``item_id`` by inner product in the output embedding space."""
         model = state.holder.current
         item = model.item_id(item_id)
@@ -171,26 +184,6 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
         if items is None:
             raise ApiError(404, f"item {item_id!r} is not in the model's vocabulary", field="item_id")
         return {"item_id": item, "k": k, "model": model.version, "items": items}
-
-
-async def read_json(request: Request, max_bytes: int, empty: Any = ...) -> Any:
-    """The request body as JSON: 413 when over ``max_bytes``, 400 when not JSON (an empty body
-    is ``empty`` when given)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, f"the body is over {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"the body is over {max_bytes} bytes")
-        chunks.append(chunk)
-    if size == 0 and empty is not ...:
-        return empty
-    try:
-        return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"malformed JSON: {err}") from None
 
 
 def _event_lists(body: Any) -> tuple[list, list]:
@@ -232,7 +225,9 @@ def _typed_ids(events: list, model: ServingModel, fields: tuple[str, ...], table
 def _event_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
-    @app.post("/events", tags=["events"])
+    @app.post("/events", tags=["events"], response_model=None,
+              responses=schemas.ok(schemas.Stored, 400, 413, 422),
+              openapi_extra=schemas.request_body("EventBatch", "WatchEvent", "SearchEvent"))
     async def post_events(request: Request) -> dict:
         """Store watches and searches; the next recommendation of their users reads them."""
         watches, searches = _event_lists(await read_json(request, config.max_body_bytes))
@@ -257,19 +252,22 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
             state.metrics.events.labels(table).inc(n)
         return {"stored": stored}
 
-    @app.get("/users/{user_id}/history", tags=["events"])
+    @app.get("/users/{user_id}/history", tags=["events"], response_model=None,
+             responses=schemas.ok(schemas.UserHistory, 422))
     def history(user_id: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
         """The user's last ``limit`` watches and searches, oldest first."""
         user = state.holder.current.user_id(user_id)
         return {**state.store.history(user, limit).to_dict(), "limit": limit}
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=None,
+             responses=schemas.ok(schemas.Health))
     def health() -> dict:
         model = state.holder.current
         return {"status": "ok", "model": model.describe(), "events": type(state.store).__name__,
                 "pending_recommendations": state.batcher.pending(), "reloads": state.holder.reloads}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics() -> Response:
         """Request counts and latency histograms, in Prometheus text format."""
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
@@ -278,7 +276,9 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
 def _admin_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
-    @app.post("/admin/reload", tags=["admin"])
+    @app.post("/admin/reload", tags=["admin"], response_model=None,
+              responses=schemas.ok(schemas.Reloaded, 400, 401, 403, 413, 422),
+              openapi_extra=schemas.request_body("ReloadRequest", required=False))
     async def reload(request: Request) -> dict:
         """Load a model directory (default: the current one again) and swap it in atomically.
 
@@ -286,7 +286,8 @@ def _admin_routes(app: FastAPI, state: ServeState) -> None:
         admin token is configured (then ``Authorization: Bearer <token>``)."""
         try:
             check_admin(request.client.host if request.client else None,
-                        request.headers.get("authorization"), state.admin_token)
+                        request.headers.get("authorization"), state.admin_token,
+                        forwarded=is_forwarded(request.headers))
         except AdminRefused as err:
             raise ApiError(err.status, str(err)) from None
         body = await read_json(request, config.max_body_bytes, empty={})
@@ -298,7 +299,10 @@ def _admin_routes(app: FastAPI, state: ServeState) -> None:
         try:
             old, new = await anyio.to_thread.run_sync(reload_model, state, model_dir)
         except Exception as err:  # noqa: BLE001 - a directory that does not load is the caller's
-            raise ApiError(422, f"the model was not reloaded: {err}", field="model_dir") from None
+            # one line, whatever the loader raised: a multi-line message or an empty one
+            reason = one_line(str(err)) or type(err).__name__
+            raise ApiError(422, f"the model was not reloaded: {reason}",
+                           field="model_dir") from None
         return {"reloaded": True, "previous": old.version, "model": new.describe()}
 
 
@@ -327,8 +331,11 @@ def reload_model(state: ServeState, model_dir: str | Path | None = None):
         old, new = state.holder.reload(model_dir)
     except Exception as err:
         state.metrics.reloads.labels("failed").inc()
-        log.warning("reload of %s failed (%s); still serving %s", model_dir or "the model", err,
-                    state.holder.current.version)
+        # the directory quoted (%r) and the reason on one line: a client's text never forges a
+        # log line of its own
+        log.warning("reload of %s failed (%s); still serving %s",
+                    "the model" if model_dir is None else repr(str(model_dir)),
+                    one_line(str(err)) or type(err).__name__, state.holder.current.version)
         raise
     state.metrics.reloads.labels("ok").inc()
     state.metrics.serving(new.version)

@@ -30,9 +30,9 @@ class RecommendBatcher:
     """``submit(job) -> Future`` of the job's answer (a dict); started on first use."""
 
     def __init__(self, store: EventStore, history_limit: int, max_batch_size: int,
-                 on_batch: BatchHook | None = None, num_threads: int | None = None):
+                 on_batch: BatchHook | None = None):
         self.store, self.history_limit, self.max_batch_size = store, history_limit, max_batch_size
-        self.on_batch, self.num_threads = on_batch, num_threads
+        self.on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -63,10 +63,9 @@ class RecommendBatcher:
         self._thread = None
 
     def _run(self) -> None:
-        if self.num_threads is not None:
-            import torch
-
-            torch.set_num_threads(self.num_threads)
+        # torch's thread count is left alone: torch.set_num_threads here would not stay in this
+        # thread (measured: every thread started afterwards gets the new count), so it is the
+        # entry point's to set (`ytdnn serve --threads`, ServeConfig.num_threads)
         while True:
             item = self._queue.get()
             if item is None:

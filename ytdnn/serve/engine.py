@@ -42,15 +42,18 @@ class ServeConfig(Config):
     # 50, the rest only keeps already-watched items out of the answer
     max_events_per_request: int = 1000  # POST /events batch size; more is a 413
     max_body_bytes: int = 1 << 20  # any request body; more is a 413
+    max_header_bytes: int = 1 << 14  # all request headers, names and values; more is a 431 (h11's
+    # own limit, which holds only while a request head arrives in pieces)
     max_batch_size: int = 16  # /recommend requests answered by one model call (micro-batching)
     popular_half_life_days: float = 7.0
     num_candidates: int | None = None  # retrieved and ranked per request; None: the model's own
-    num_threads: int | None = 1  # torch intra-op threads; one inference thread, so 1 leaves the
-    # other core to the HTTP event loop (None: leave torch's setting alone)
+    num_threads: int | None = 1  # torch intra-op threads for `ytdnn serve` to set at start: one
+    # inference thread, so 1 leaves the other core to the HTTP event loop. The setting is
+    # process-wide, so only the entry point applies it; the library never does (None: leave it)
 
     def validate(self) -> None:
         for name in ("max_k", "history_limit", "max_events_per_request", "max_body_bytes",
-                     "max_batch_size"):
+                     "max_header_bytes", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be >= 1")
         for name in ("num_threads", "num_candidates"):

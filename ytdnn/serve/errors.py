@@ -4,10 +4,15 @@ Client mistakes are 4xx with a message that says what to change (``ApiError``, a
 ``BadInput``: an id or a feature it cannot take, a 422 naming the field); FastAPI's own validation errors
 (a non-integer ``k``, say) keep their per-field details. An unexpected exception is logged and
 answered with a JSON 500 that says nothing of the internals.
+
+Error bodies are written with every non-ASCII character escaped (``\\u00e9``): a message may quote
+what the client sent, and text that is not valid Unicode (a lone surrogate) would otherwise make
+the error's own UTF-8 encoding fail, turning a 4xx into a dropped connection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -31,9 +36,31 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def error_response(status: int, message: str, headers: dict | None = None, **context: Any) -> JSONResponse:
+class ErrorResponse(JSONResponse):
+    """A JSON response whose body is ASCII (see the module docstring)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+MAX_MESSAGE = 1_000  # characters; a message quoting a 1 MiB id or 50,000 unknown names is cut
+
+
+def error_response(status: int, message: str, headers: dict | None = None,
+                   **context: Any) -> JSONResponse:
+    """``{"error": {"status": ..., "message": ..., **context}}`` with that status."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     body = {"error": {"status": status, "message": message, **context}}
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+    return ErrorResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to
+    ``limit`` characters: an exception's message as an error message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -183,6 +183,18 @@ class SQLiteEventStore(EventStore):
         self._write({table: zip(*cols) for table, cols in columns.items()})
         return {table: len(cols[0]) for table, cols in columns.items()}
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Record ``key = value`` in the store's ``meta`` table (one transaction)."""
+        with self._write_lock:
+            conn = self._writer_handle.conn if self.single_writer else self._reader()
+            self._check_open()
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        """The value of ``key`` in the ``meta`` table, or None."""
+        row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
     # ---- reads ----------------------------------------------------------------------------------
 
     def watches(self, user_id, limit=DEFAULT_LIMIT):

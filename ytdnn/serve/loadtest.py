@@ -332,16 +332,21 @@ def serve_in_thread(
     """Run ASGI ``app`` under uvicorn on a free port of ``host``; yields its base URL.
 
     The socket is bound here, before the server starts, so the port is known without a race.
-    On exit the server is asked to stop (``should_exit``) and the thread is joined.
+    uvicorn runs as ``ytdnn serve`` runs it: h11, with protocol-level errors as JSON
+    (``ytdnn.serve.protocol``). On exit the server is asked to stop (``should_exit``) and the
+    thread is joined.
     """
     import uvicorn  # a serving dependency only, not needed to import this module's client
+
+    from ytdnn.serve.protocol import JSONErrorH11Protocol
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="auto"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="auto",
+                                           http=JSONErrorH11Protocol))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

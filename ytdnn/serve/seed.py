@@ -11,10 +11,22 @@ new store is therefore seeded once, when it is created, with the events the mode
   placeholder id that is equally out of vocabulary, and watch times are not kept (null). Searches
   are rebuilt from their tokens: the unigrams of each (user, timestamp) joined by spaces, which
   re-tokenize to the same unigrams and bigrams unless two queries shared a second.
+
+Seeding is atomic. A new SQLite store is built under a temporary name beside its path
+(``.<name>.seeding-<pid>``), seeded, marked (``meta.seed``: what it was seeded with) and only then
+linked into place, so a store at the path is always a finished one, whenever the process is
+killed. On the next start, a temporary store left by a dead process is removed, and a store at
+the path that holds no events and no mark (an older version's seeding that did not finish) is
+rebuilt; both with a log line.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
+import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytdnn.serve.events import EventStore, IdType
+
+log = logging.getLogger("ytdnn.serve")
+SEED_MARK = "seed"  # meta key of a finished store: JSON {"seeded": {table: rows}, "source": ...}
 
 
 def oov_placeholder(vocab) -> int | str:
@@ -87,30 +102,126 @@ def open_event_store(path: str | Path | None, recommender, data_dir: str | Path 
 
     A store created here is seeded (unless ``seed`` is False) from ``data_dir`` when given, else
     from the model's own training history; ``seeded`` counts the rows added ({} when the store
-    already existed). The store's id type follows the model's user and item ids.
+    already existed). The store's id type follows the model's user and item ids. Creation is
+    atomic (see the module docstring).
     """
     from ytdnn.serve.events import InMemoryEventStore
     from ytdnn.serve.events_sqlite import SQLiteEventStore
 
     id_type = model_id_type(recommender)
     if path is None:
-        store, created = InMemoryEventStore(id_type=id_type), True
-    else:
-        path = Path(path)
-        created = not path.exists()
+        store = InMemoryEventStore(id_type=id_type)
+        return store, (_seed(store, recommender, data_dir) if seed else {})
+    path = Path(path)
+    _remove_leftovers(path)
+    if path.exists():
         store = SQLiteEventStore(path, id_type=id_type)
-    seeded: dict[str, int] = {}
-    if created and seed:
+        if _finished(store):
+            return store, {}
+        store.close()
+        _unlink_store(path)
+    seeded = _build(path, id_type, recommender, data_dir, seed)
+    return SQLiteEventStore(path, id_type=id_type), seeded
+
+
+def _seed(store: EventStore, recommender, data_dir: str | Path | None) -> dict[str, int]:
+    if data_dir:
+        watches, searches = data_events(data_dir)
+    else:
+        watches, searches = training_events(recommender.candidates)
+    return store.bulk_load(watches, searches)
+
+
+def _finished(store) -> bool:
+    """Whether an existing store at its path is a finished one (else it is to be rebuilt)."""
+    if store.get_meta(SEED_MARK) is not None:
+        return True
+    counts = store.count()
+    if counts["watches"] or counts["searches"]:  # an older version's store: its seeding was one
+        # transaction, all or nothing, so holding events it is finished; marked so from now on
+        log.info("event store %s has no seeding mark but holds %s: kept", store.path, counts)
+        store.set_meta(SEED_MARK, json.dumps({"seeded": {}, "source": "adopted"}))
+        return True
+    log.warning("event store %s holds no events and no seeding mark: a seeding that did not "
+                "finish; rebuilding it", store.path)
+    return False
+
+
+def _build(path: Path, id_type, recommender, data_dir, seed: bool) -> dict[str, int]:
+    """Create the store at ``path``: seeded and marked under a temporary name, then linked."""
+    from ytdnn.serve.events_sqlite import SQLiteEventStore
+
+    building = path.with_name(f".{path.name}.seeding-{os.getpid()}")
+    _unlink_store(building)
+    try:
+        store = SQLiteEventStore(building, id_type=id_type)
         try:
-            watches, searches = data_events(data_dir) if data_dir else training_events(recommender.candidates)
-            seeded = store.bulk_load(watches, searches)
-        except BaseException:  # a half-made store would pass for a seeded one next time
+            seeded = _seed(store, recommender, data_dir) if seed else {}
+            source = None if not seed else str(data_dir) if data_dir else "model"
+            store.set_meta(SEED_MARK, json.dumps({"seeded": seeded, "source": source}))
+        finally:
             store.close()
-            if path is not None:
-                for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-                    leftover.unlink(missing_ok=True)
-            raise
-    return store, seeded
+        _self_contained(building)
+        if not path.exists():  # a -wal or -shm without its database would be replayed into ours
+            _unlink_store(path)
+        _put_in_place(building, path)
+    finally:
+        _unlink_store(building)
+    return seeded
+
+
+def _self_contained(database: Path) -> None:
+    """Fold the write-ahead log into the database file, so that the file alone is the store
+    (the store turns WAL back on when it opens it), and flush it to disk."""
+    conn = sqlite3.connect(database)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+    with database.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _put_in_place(building: Path, path: Path) -> None:
+    """Link ``building`` at ``path`` unless a store appeared there meanwhile (another process's,
+    which is then the one used); replace on a file system without hard links."""
+    try:
+        os.link(building, path)
+    except FileExistsError:
+        log.warning("event store %s was created by another process meanwhile; using it", path)
+    except OSError:
+        os.replace(building, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the new name survives a power loss too
+    finally:
+        os.close(directory)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary stores of seedings whose process is gone (killed while seeding)."""
+    prefix = f".{path.name}.seeding-"
+    for leftover in path.parent.glob(glob.escape(prefix) + "*"):
+        pid = leftover.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            if leftover.name[len(prefix):].isdigit():  # the database itself, not its -wal/-shm
+                log.warning("removing %s: a seeding of %s that did not finish", leftover, path)
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _unlink_store(database: Path) -> None:
+    for name in (database, *(Path(f"{database}{s}") for s in ("-wal", "-shm", "-journal"))):
+        name.unlink(missing_ok=True)
 
 
 def model_id_type(recommender) -> IdType | None:

@@ -1,5 +1,9 @@
 """Batches as the loop sees them, and the per-epoch seeds that make their shuffling reproducible.
 
+Library code leaves the process's random state as it found it: ``private_rng`` restores torch's
+global generators after the block that seeds them, and numpy's and Python's global generators
+are never touched (code that needs randomness takes a Generator).
+
 The loop assumes nothing about a batch's type: these helpers count its examples and move its
 tensors to the model's device, for tensors, tuples, lists, dicts, dataclasses and objects with
 their own `num_examples` / `__len__` / `.to(device)`.
@@ -7,8 +11,8 @@ their own `num_examples` / `__len__` / `.to(device)`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +26,30 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(state >> np.uint64(1))
 
 
-def seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Reseed torch, numpy and random for `epoch`; returns the generator for shuffling batches."""
-    torch.manual_seed(epoch_seed(seed, epoch, 1))  # also seeds every CUDA device
-    np.random.seed(epoch_seed(seed, epoch, 2) % 2**32)
-    random.seed(epoch_seed(seed, epoch, 3))
+def seed_epoch(seed: int, epoch: int, device: torch.device | None = None) -> torch.Generator:
+    """Seed torch's global generator for `epoch` (the CPU's, and `device`'s when it is a CUDA
+    device: dropout and negative sampling draw from it); returns the generator for shuffling the
+    epoch's batches. Call it inside ``private_rng(device)``, which undoes the seeding."""
+    torch.default_generator.manual_seed(epoch_seed(seed, epoch, 1))
+    if device is not None and device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(epoch_seed(seed, epoch, 1))
     return torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
+
+
+@contextlib.contextmanager
+def private_rng(device: torch.device | None = None, seed: int | None = None) -> Iterator[None]:
+    """Inside: torch's global generators, the CPU's seeded with `seed` when given. After: the
+    CPU's (and `device`'s, when it is a CUDA device) exactly as they were before, so the caller's
+    random state is untouched. For code that can only draw from the global generator:
+    nn.Module initialisation, dropout."""
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+        yield
 
 
 def count_examples(batch: Any) -> int:

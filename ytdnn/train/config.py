@@ -35,25 +35,26 @@ class TrainConfig(Config):
                       other parameter. weight_decay does not apply to the sparse tables.
     """
 
-    optimizer: str = "auto"
-    lr: float = 1e-3
+    optimizer: str = "auto"  # "auto", "adam", "adagrad" or "sparse_adam" (the class docstring)
+    lr: float = 1e-3  # the learning rate (peak, with a schedule)
     weight_decay: float = 0.0  # L2 on dense parameters (Adam/Adagrad's coupled weight decay)
-    lr_schedule: str = "constant"
+    lr_schedule: str = "constant"  # "constant", "cosine" or "linear_decay" over all the steps
     warmup_steps: int = 0  # linear ramp from lr/warmup_steps to lr, before the schedule starts
     min_lr_ratio: float = 0.0  # where "cosine"/"linear_decay" end, as a fraction of lr
     batch_size: int = 256  # read by the caller's batch iterator and by the schedule's step count
-    max_epochs: int = 10
+    max_epochs: int = 10  # passes over the examples, at most
     monitor: str | None = None  # validation metric that picks the best epoch, e.g. "NDCG@10"
     monitor_mode: str = "max"  # "max": higher is better (NDCG, recall); "min": lower (loss)
     patience: int | None = None  # stop after this many epochs without improvement; None = never
     min_delta: float = 0.0  # an improvement must beat the best by more than this
     restore_best: bool = True  # leave the model with the best epoch's weights when fit returns
     grad_clip: float | None = None  # max global L2 norm of all gradients; None = no clipping
-    seed: int = 0
+    seed: int = 0  # initial weights, the examples drawn and their order: same seed, same weights
     log_every: int = 50  # steps between log dicts (progress bar, TensorBoard, on_log)
     progress: bool = True  # tqdm bar per epoch; shown only when stderr is a terminal
     tensorboard: bool = False  # scalars under out_dir/tensorboard (needs out_dir)
-    num_threads: int | None = None  # torch intra-op threads during fit; None = torch's default
+    # torch intra-op threads while fit runs, restored when it returns; None = leave them as they are
+    num_threads: int | None = None
     deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True) during fit
 
     def validate(self) -> None:
@@ -72,9 +73,9 @@ class TrainConfig(Config):
         _check_int("seed", self.seed, minimum=0)
         _check_int("log_every", self.log_every, minimum=1)
         if self.patience is not None:
+            # without a monitor, the component picks its metric (CandidateGenerator: Recall@20 on
+            # a validation split it carves itself); a refit can then keep the same config
             _check_int("patience", self.patience, minimum=1)
-            if self.monitor is None:
-                raise ValueError("TrainConfig.patience needs monitor (the metric to watch)")
         if self.monitor is not None and (not isinstance(self.monitor, str) or not self.monitor):
             raise ValueError(f"TrainConfig.monitor must be a metric name, got {self.monitor!r}")
         if self.grad_clip is not None:

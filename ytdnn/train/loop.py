@@ -15,10 +15,13 @@ What the loop needs from its caller (nothing else is assumed about models or bat
     validate       `validate(model) -> {"NDCG@10": 0.31, ...}`, run once per epoch in eval mode
                    under torch.no_grad(); cfg.monitor names the metric that picks the best epoch.
 
-Randomness: at the start of every epoch, torch's global generator (dropout, negative sampling),
-numpy's, Python's and the `generator` given to train_batches are all reseeded from
-(cfg.seed, epoch). A run resumed after epoch k therefore continues exactly as if never stopped,
-as long as the caller draws randomness from these and not from a private generator of its own.
+Randomness: at the start of every epoch, torch's global generator (dropout, negative sampling)
+and the `generator` given to train_batches are seeded from (cfg.seed, epoch). A run resumed after
+epoch k therefore continues exactly as if never stopped, as long as the caller draws randomness
+from these (or from generators seeded from `generator`), not from numpy's or Python's global
+generators, which fit never seeds. fit leaves the process as it found it: torch's global
+generators are restored when it returns (`private_rng`), and so are the thread count and the
+deterministic-algorithms switch, which it sets only while it runs.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ytdnn.train import checkpoint
-from ytdnn.train.batches import count_examples, seed_epoch, to_device
+from ytdnn.train.batches import count_examples, private_rng, seed_epoch, to_device
 from ytdnn.train.config import TRAJECTORY_SETTINGS, TrainConfig
 from ytdnn.train.optim import (
     Optimizer,
@@ -136,12 +139,13 @@ def fit(
     if num_examples is not None:
         total_steps = cfg.max_epochs * math.ceil(num_examples / cfg.batch_size)
     run = _start(model, optimizer, cfg, out_dir, resume)
+    device = _model_device(model)
 
-    with _torch_settings(cfg), _Logger(cfg, out_dir, on_log) as logger:
+    with _torch_settings(cfg), private_rng(device), _Logger(cfg, out_dir, on_log) as logger:
         for epoch in range(len(run.history.epochs), cfg.max_epochs):
             if run.history.stopped_early:
                 break  # a resumed run that had already stopped
-            generator = seed_epoch(cfg.seed, epoch)
+            generator = seed_epoch(cfg.seed, epoch, device)
             batches = train_batches(epoch, generator)
             # 1) lr   2) forward + loss   3) backward + clip + step   5) log: per step, inside
             record = _train_epoch(model, optimizer, cfg, run, loss_fn, batches, epoch,
@@ -306,19 +310,28 @@ def _finite(total: torch.Tensor, epoch: int, step: int) -> float:
 
 @contextlib.contextmanager
 def _torch_settings(cfg: TrainConfig) -> Iterator[None]:
-    """Thread count and deterministic algorithms for the duration of fit, restored after."""
+    """Thread count and deterministic algorithms for the duration of fit, restored after.
+
+    Both are process-wide in torch (no per-call setting exists), so other threads see them while
+    fit runs; setting them here rather than only in the CLI keeps cfg.num_threads meaning the
+    same from Python and from the command line. Only what cfg changes is touched, and restored.
+    """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    if cfg.num_threads is not None:
+    set_threads = cfg.num_threads is not None and cfg.num_threads != threads
+    set_deterministic = cfg.deterministic and not (deterministic and warn_only)
+    if set_threads:
         torch.set_num_threads(cfg.num_threads)
-    if cfg.deterministic:
+    if set_deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if set_threads:
+            torch.set_num_threads(threads)
+        if set_deterministic:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class _Logger:

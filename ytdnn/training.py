@@ -1,0 +1,105 @@
+"""Training both stages from one ``TwoStageConfig``: what ``ytdnn train candidates|ranker|all``
+and the estimator call.
+
+- ``fit_candidates``: the candidate generator, with its index.
+- ``fit_ranker``: a ranker for a generator, on the log's impressions and/or on pages built from a
+  generator's top N (``samples.impressions``), stacked so the positives were never seen.
+- ``train_ranker`` / ``train_all``: the same, written as model directories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.configuration import TwoStageConfig
+from ytdnn.data.schema import DataError
+from ytdnn.modeldir import CONFIG, ModelDir
+from ytdnn.pipeline import KIND, Recommender
+from ytdnn.ranking import Ranker, RankerBag
+from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
+
+
+def fit_candidates(dataset, config: TwoStageConfig | None = None, out_dir: str | Path | None = None,
+                   on_log=None) -> CandidateGenerator:
+    """The candidate generator of ``config`` fit on the dataset, its index built."""
+    config = config or TwoStageConfig()
+    generator = CandidateGenerator(**config.generator_kwargs()).fit(
+        dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=out_dir, on_log=on_log)
+    return generator.build_index(config.pipeline.index)
+
+
+def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | None = None,
+               out_dir: str | Path | None = None) -> Ranker | RankerBag:
+    """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
+    generator's top N (``config.impressions.source``). With ``last_watches`` set, the pages come
+    from a stacking generator that never saw their positives, and the ranker learns its features
+    from that one (it serves behind ``generator``). With ``samples`` > 1, that many rankers on
+    pages built with seeds seed, seed + 1, ... (training seeds likewise), served as one RankerBag."""
+    config = config or TwoStageConfig()
+    cfg = config.impressions
+    logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
+    source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
+    if source in ("logged", "both") and logged is None:
+        raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
+    built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
+    pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
+    own = pages is generator  # else the features need the whole log, not the stacking generator's
+    rankers, count = [], cfg.samples if built else 1  # logged pages are one sample: the log
+    for k in range(count):
+        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown)
+        train = config.ranker_train.replace(seed=config.ranker_train.seed + k)
+        member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
+        rankers.append(Ranker(config.ranker, train).fit(
+            pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
+            None if own else dataset.users, items=dataset.items, out_dir=member_dir,
+            log_impressions=False if shown is None else shown))
+    return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
+
+
+def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None) -> pa.Table:
+    """Built pages and/or the logged impressions as one table, page ids kept apart."""
+    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users)] if built else []
+    if logged is not None:
+        first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
+        dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
+        parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
+                                       pa.array(dense + first_page, pa.int64())))
+    return pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
+
+
+def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
+                 config: TwoStageConfig | None = None) -> Recommender:
+    """Train a ranker for the candidate generator of ``model_dir`` and write it: into ``out`` as a
+    two-stage directory when given, else next to the generator in ``model_dir`` (ranker/)."""
+    model_dir = Path(model_dir)
+    rec = Recommender.load(model_dir)
+    ranker = fit_ranker(rec.candidates, dataset, config)
+    rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config)
+    if out is not None and Path(out).resolve() != model_dir.resolve():
+        rec.save(out)
+        return rec
+    md = ModelDir(model_dir)
+    with md.loading():
+        ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
+        document = md.read_json(CONFIG)  # a JSON object: Recommender.load checked it
+    ranker.save(ranker_dir)
+    if document.get("kind") == KIND:  # a two-stage directory: record the ranker and its settings
+        document.update(ranker="ranker", settings=rec.settings.to_dict())
+        md.path(CONFIG).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return rec
+
+
+def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None) -> Recommender:
+    """Both stages on one dataset, written to ``out`` as one two-stage model directory."""
+    config = config or TwoStageConfig()
+    generator = fit_candidates(dataset, config)
+    rec = Recommender(generator, fit_ranker(generator, dataset, config), config.pipeline.num_candidates,
+                      settings=config)
+    rec.save(out)
+    return rec
