@@ -67,3 +67,25 @@ def test_a_healthy_run_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrainingHealthWarning)
         _generator(max_epochs=2).fit(d.watches, d.searches, d.users)
+
+
+def test_auto_chooses_the_better_settings_on_its_own_split_and_records_them(monkeypatch, tmp_path):
+    import ytdnn.training as training
+    from ytdnn.configuration import TwoStageConfig
+
+    d = generate(WorldConfig.preset("tiny", seed=2)).dataset
+    small = {"candidates.embedding_dim": 16, "candidates.output_dim": 16, "candidates.depth": 0,
+             "train.max_epochs": 4, "train.progress": False, "train.num_threads": 1}
+    # a choice blind to the watch history cannot find the next watch as well as one that sees it
+    monkeypatch.setattr(training, "AUTO_CHOICES", {
+        "blind": {"candidates.use_watches": False, "candidates.use_searches": False},
+        "sighted": {"examples.max_watch_history": 20}})
+    rec = training.train_all(d, tmp_path / "m", TwoStageConfig().with_settings(
+        {**small, "ranker.tower": "none", "ranker_train.max_epochs": 1, "ranker_train.progress": False}), auto=True)
+    auto = rec.candidates.selection_["auto"]
+    assert auto["chosen"] == "sighted" and set(auto["valid"]) == {"blind", "sighted"}
+    assert auto["valid"]["sighted"]["Recall@20"] > auto["valid"]["blind"]["Recall@20"]
+    assert len(rec.candidates.history_.epochs) == auto["epochs"]  # the refit ran the chosen epochs
+    assert rec.candidates.example_cfg.max_watch_history == 20
+    saved = TwoStageConfig.load(tmp_path / "m" / "config.json")  # the model records what was chosen
+    assert saved.examples.max_watch_history == 20

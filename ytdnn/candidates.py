@@ -48,7 +48,7 @@ _STREAM_FIELDS = ("watch_items", "watch_times", "watch_offsets", "tokens", "toke
 DEFAULT_MONITOR = "Recall@20"  # the early-stopping metric when patience is set without one
 # The generator's training when none is given: the number of epochs comes from early stopping on a
 # validation split the generator carves itself (``fit``), so no log needs its epochs tuned by hand.
-DEFAULT_TRAIN = TrainConfig(max_epochs=30, patience=3)
+DEFAULT_TRAIN = TrainConfig(lr=3e-3, max_epochs=30, patience=3)
 
 
 class TrainingHealthWarning(UserWarning):
@@ -88,6 +88,7 @@ class CandidateGenerator:
         out_dir: str | Path | None = None,
         resume: bool = True,
         on_log=None,
+        refit: bool = True,
     ) -> CandidateGenerator:
         """Train on the logs. ``validate(generator) -> {metric: value}`` drives early stopping on
         ``train.monitor`` (``DEFAULT_MONITOR`` when ``train.patience`` is set without one).
@@ -95,13 +96,14 @@ class CandidateGenerator:
         With ``train.patience`` set and no ``validate``, the number of epochs is chosen on a
         validation split carved from the log itself (``eval.protocols.holdout_split``: each user's
         last watch, or a random tenth of an unordered log's), then the model is refit on the whole
-        log for that many epochs; ``selection_`` says what was chosen. Training whose loss rises
+        log for that many epochs (``refit=False`` keeps the model of the best epoch on the split's
+        training part); ``selection_`` says what was chosen. Training whose loss rises
         for a whole epoch, starts far above log(items), or ends below popularity on that split
         warns (``TrainingHealthWarning``) with the figures.
         """
         self.selection_ = None
         if validate is None and self.train_cfg.patience is not None:
-            return self._fit_auto_validated(watches, searches, users, items, out_dir, resume, on_log)
+            return self._fit_auto_validated(watches, searches, users, items, out_dir, resume, on_log, refit)
         cfg = self.train_cfg
         if validate is not None and cfg.monitor is None and cfg.patience is not None:
             cfg = cfg.replace(monitor=DEFAULT_MONITOR)
@@ -130,7 +132,8 @@ class CandidateGenerator:
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
         return self
 
-    def _fit_auto_validated(self, watches, searches, users, items, out_dir, resume, on_log) -> CandidateGenerator:
+    def _fit_auto_validated(self, watches, searches, users, items, out_dir, resume, on_log,
+                            refit: bool) -> CandidateGenerator:
         """Choose the epochs on ``holdout_split(watches)``, then refit on everything."""
         cfg = self.train_cfg
         monitor = cfg.monitor or DEFAULT_MONITOR
@@ -158,10 +161,11 @@ class CandidateGenerator:
             warnings.warn(f"the model ends below popularity on its validation split: {monitor} "
                           f"{chosen[monitor]:.4f} against {popularity[monitor]:.4f}; check the inputs' scale, "
                           "lr and the number of epochs", TrainingHealthWarning, stacklevel=3)
-        selection = self.selection_
-        self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
-                  cfg.replace(max_epochs=best + 1, patience=None, monitor=None))
-        self.selection_ = selection
+        if refit:
+            selection = self.selection_
+            self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
+                      cfg.replace(max_epochs=best + 1, patience=None, monitor=None))
+            self.selection_ = selection
         return self
 
     def _sizes(self) -> CandidateSizes:

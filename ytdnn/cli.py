@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def _train_candidates(args: argparse.Namespace) -> int:
     from ytdnn.training import fit_candidates
 
     config = _settings(args)
-    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch)
+    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch, auto=args.auto)
+    _print_selection(gen)
     gen.save(args.out, metrics={"history": gen.history_.to_dict(), "selection": gen.selection_})
     last = gen.history_.epochs[-1]
     print(f"trained {len(gen.history_.epochs)} epochs ({last['examples_per_second']:.0f} examples/s, "
@@ -82,16 +84,20 @@ def _train_candidates(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
 
     from ytdnn.candidates import CandidateGenerator
+    from ytdnn.configuration import AUTO_CHOICES
     from ytdnn.data.schema import Dataset
     from ytdnn.eval.compare import compare
     from ytdnn.eval.report import format_table, machine_description
 
-    generator = _settings(args).generator_kwargs()
+    config = _settings(args)
+    choices = {name: config.with_settings(s) for name, s in AUTO_CHOICES.items()} if args.auto else {"": config}
+    generators = {name: functools.partial(CandidateGenerator, **c.generator_kwargs()) for name, c in choices.items()}
+    generator = generators if args.auto else generators[""]
     dataset = Dataset.load(args.data)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     print(f"evaluating {', '.join(models)} on {args.data} ({args.protocol}); choices on validation, "
           "figures on test after a refit", file=sys.stderr, flush=True)
-    records = compare(dataset, args.protocol, models, lambda: CandidateGenerator(**generator),
+    records = compare(dataset, args.protocol, models, generator,
                       name=Path(args.data).name, command="ytdnn " + " ".join(sys.argv[1:]),
                       seed=args.seed, progress=True, on_log=_print_epoch)
     for record in records:
@@ -101,6 +107,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _print_selection(gen) -> None:
+    """What the automatic validation chose, on stderr."""
+    selection = gen.selection_ or {}
+    auto = selection.get("auto")
+    if auto and auto.get("chosen"):
+        figures = {name: round(v[auto["monitor"]], 4) for name, v in auto["valid"].items()}
+        print(f"--auto chose {auto['chosen']!r} ({auto['monitor']} on the log's own validation split: "
+              f"{figures}), {auto['epochs']} epochs", file=sys.stderr)
+    elif "epochs" in selection:
+        print(f"{selection['epochs']} epochs, chosen on the log's own validation split "
+              f"({selection['monitor']} {selection['valid'][selection['monitor']]:.4f}, popularity "
+              f"{selection['popularity'][selection['monitor']]:.4f})", file=sys.stderr)
 
 
 def _print_epoch(record: dict) -> None:
@@ -141,7 +161,8 @@ def _train_all(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
     from ytdnn.training import train_all
 
-    train_all(Dataset.load(args.data), args.out, _settings(args))
+    rec = train_all(Dataset.load(args.data), args.out, _settings(args), auto=args.auto)
+    _print_selection(rec.candidates)
     print(f"trained the candidate generator and the ranker; model written to {args.out}")
     return 0
 
@@ -208,6 +229,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auto_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--auto", action="store_true",
+                        help="choose the generator's settings among a small fixed set (configuration.AUTO_CHOICES) "
+                             "on a validation split of the log, and say what it chose")
+
+
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="a configuration JSON (sections as `ytdnn config show` lists), or a model's config.json")
@@ -264,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     candidates.add_argument("--out", required=True, help="model directory to write")
     _settings_flags(candidates)
+    _auto_flag(candidates)
     candidates.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"],
                             help="nearest-neighbour index (pipeline.index); auto = exact up to 100k items, IVF beyond")
     candidates.set_defaults(func=_train_candidates)
@@ -279,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     both.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     both.add_argument("--out", required=True, help="model directory to write")
     _settings_flags(both)
+    _auto_flag(both)
     both.add_argument("--num-candidates", type=int, default=None,
                       help="candidates ranked per request (pipeline.num_candidates)")
     both.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"], help="(pipeline.index)")
@@ -299,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "global-time: the last tenth of the span tests, the tenth before validates")
     evaluate.add_argument("--models", default="popularity,EASE,ytdnn", help="comma-separated")
     _settings_flags(evaluate)
+    _auto_flag(evaluate)
     evaluate.add_argument("--seed", type=int, default=0, help="draws the random folds")
     evaluate.add_argument("--out", default=None, help="write the records as JSON here")
     evaluate.set_defaults(func=_evaluate)

@@ -114,6 +114,26 @@ class TwoStageConfig(Config):
         return rows
 
 
+# What `--auto` chooses among, on a validation split of the user's own log (``training.choose``):
+# the defaults and the two settings that measured best on two public logs of different shapes
+# (bench/results/defaults.md; the tries behind them are in bench/retrieval.py). Fixed, so the
+# choice itself can never overfit more than picking one of three.
+AUTO_CHOICES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # a 7-month log of next watches (ml-100k): a narrow table, short bags and a recent-watch bag
+    "compact": {"candidates.embedding_dim": 64, "candidates.output_dim": 64, "candidates.depth": 0,
+                "examples.max_watch_history": 20, "examples.max_recent_watches": 5,
+                "examples.max_examples_per_user": None},
+    # an unordered log of ~165 ratings per user (ml-1m): a wide table, held-out bags, no user
+    # features (a zip code lets the tower memorise users), a longer cosine schedule
+    "wide": {"candidates.embedding_dim": 512, "candidates.output_dim": 512, "candidates.depth": 0,
+             "candidates.use_user_features": False, "examples.max_watch_history": 100,
+             "examples.unordered_mode": "holdout", "examples.holdout_keep": 0.2,
+             "examples.holdout_exclude_kept": True, "train.batch_size": 128, "train.max_epochs": 60,
+             "train.patience": 10, "train.lr_schedule": "cosine"},
+}
+
+
 @cache
 def sections() -> dict[str, type[Config]]:
     """{section name: its Config class}, in order."""

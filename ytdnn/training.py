@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.configuration import TwoStageConfig
+from ytdnn.configuration import AUTO_CHOICES, TwoStageConfig
 from ytdnn.data.schema import DataError
 from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.pipeline import KIND, Recommender
@@ -26,12 +26,43 @@ from ytdnn.samples.impressions import impressions_from_candidates, stacking_gene
 
 
 def fit_candidates(dataset, config: TwoStageConfig | None = None, out_dir: str | Path | None = None,
-                   on_log=None) -> CandidateGenerator:
-    """The candidate generator of ``config`` fit on the dataset, its index built."""
+                   on_log=None, auto: bool = False) -> CandidateGenerator:
+    """The candidate generator of ``config`` fit on the dataset, its index built. ``auto``: first
+    choose among ``AUTO_CHOICES`` on the log's own validation split (``choose``); the chosen
+    settings and every choice's figures are in ``generator.selection_["auto"]``."""
     config = config or TwoStageConfig()
+    chosen = None
+    if auto:
+        config, chosen = choose(dataset, config, on_log)
+        if chosen["chosen"] is not None:
+            config = config.with_settings({"train.max_epochs": chosen["epochs"], "train.patience": None})
     generator = CandidateGenerator(**config.generator_kwargs()).fit(
         dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=out_dir, on_log=on_log)
+    if chosen is not None:
+        generator.selection_ = {"auto": chosen}
     return generator.build_index(config.pipeline.index)
+
+
+def choose(dataset, config: TwoStageConfig, on_log=None) -> tuple[TwoStageConfig, dict]:
+    """Each of ``AUTO_CHOICES`` on top of ``config``, trained with early stopping on the
+    generator's own validation split (``eval.protocols.holdout_split``): the best by its monitor
+    (Recall@20 by default). Returns (the chosen config, a report: "chosen", "epochs", and every
+    choice's validation figures)."""
+    figures, epochs = {}, {}
+    for name, settings in AUTO_CHOICES.items():
+        candidate = config.with_settings(settings)
+        if candidate.train.patience is None:  # a choice is judged by its best epoch on the split
+            candidate = candidate.with_settings({"train.patience": 3})
+        gen = CandidateGenerator(**candidate.generator_kwargs()).fit(
+            dataset.watches, dataset.searches, dataset.users, on_log=on_log, refit=False)
+        if gen.selection_ is None:  # warned already: no user has enough watches to hold one out
+            return config, {"chosen": None, "reason": "no validation split could be carved"}
+        figures[name], epochs[name] = gen.selection_["valid"], gen.selection_["epochs"]
+        monitor = gen.selection_["monitor"]
+    best = max(figures, key=lambda name: figures[name][monitor])  # ties: the earlier choice
+    report = {"chosen": best, "monitor": monitor, "epochs": epochs[best], "settings": AUTO_CHOICES[best],
+              "valid": figures}
+    return config.with_settings(AUTO_CHOICES[best]), report
 
 
 def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | None = None,
@@ -95,10 +126,12 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
     return rec
 
 
-def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None) -> Recommender:
+def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, auto: bool = False) -> Recommender:
     """Both stages on one dataset, written to ``out`` as one two-stage model directory."""
     config = config or TwoStageConfig()
-    generator = fit_candidates(dataset, config)
+    generator = fit_candidates(dataset, config, auto=auto)
+    if auto and generator.selection_["auto"]["chosen"] is not None:  # record what was trained
+        config = config.with_settings(generator.selection_["auto"]["settings"])
     rec = Recommender(generator, fit_ranker(generator, dataset, config), config.pipeline.num_candidates,
                       settings=config)
     rec.save(out)

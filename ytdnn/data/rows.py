@@ -265,28 +265,34 @@ def _null_if_blank(text: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
 
 
-def _cast_each(values: pa.Array, to: pa.DataType) -> tuple[pa.Array, np.ndarray]:
-    """Cast, and find the values that do not survive the cast (bad [n]); nulls stay null.
-
-    The search, by bisection, runs only after the whole-column cast failed: the happy path is one
-    vectorised cast, and k bad values cost about k * log2(n) casts.
-    """
-    bad = np.zeros(len(values), bool)
-    try:
-        return pc.cast(values, to), bad
-    except pa.ArrowInvalid:
-        pass
-    pending = [(0, len(values))]
+def _bisect_failures(n: int, check) -> np.ndarray:
+    """bad [n]: the single rows on which ``check(start, count)`` raises ArrowInvalid, found by
+    bisection (k bad rows cost about k * log2(n) checks), once a check of all n has failed."""
+    bad = np.zeros(n, bool)
+    pending = [(0, n)]
     while pending:
         start, stop = pending.pop()
         try:
-            pc.cast(values.slice(start, stop - start), to)
+            check(start, stop - start)
         except pa.ArrowInvalid:
             if stop - start == 1:
                 bad[start] = True
             else:
                 middle = (start + stop) // 2
                 pending += [(start, middle), (middle, stop)]
+    return bad
+
+
+def _cast_each(values: pa.Array, to: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast, and find the values that do not survive the cast (bad [n]); nulls stay null.
+
+    The search, by bisection, runs only after the whole-column cast failed: the happy path is one
+    vectorised cast, and k bad values cost about k * log2(n) casts.
+    """
+    try:
+        return pc.cast(values, to), np.zeros(len(values), bool)
+    except pa.ArrowInvalid:
+        bad = _bisect_failures(len(values), lambda start, n: pc.cast(values.slice(start, n), to))
     return pc.cast(pc.if_else(pa.array(~bad), values, pa.scalar(None, values.type)), to), bad
 
 
@@ -321,23 +327,11 @@ def _valid_utf8(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
     Text parsed from a file is UTF-8 already; Parquet stores whatever bytes its writer gave.
     """
-    bad = np.zeros(len(text), bool)
     try:
         text.validate(full=True)
-        return text, bad
+        return text, np.zeros(len(text), bool)
     except pa.ArrowInvalid:
-        pass
-    pending = [(0, len(text))]
-    while pending:
-        start, stop = pending.pop()
-        try:
-            text.slice(start, stop - start).validate(full=True)
-        except pa.ArrowInvalid:
-            if stop - start == 1:
-                bad[start] = True
-            else:
-                middle = (start + stop) // 2
-                pending += [(start, middle), (middle, stop)]
+        bad = _bisect_failures(len(text), lambda start, n: text.slice(start, n).validate(full=True))
     return pc.if_else(pa.array(~bad), text, pa.scalar(None, pa.string())), bad
 
 

@@ -9,6 +9,21 @@ Conventions every stage relies on:
 - ``watch_time`` is float64 seconds, or a proxy such as a rating; it is never negative.
 - ``categories`` is a list of strings (multivalent); every other feature column is scalar.
 - Extra columns are allowed and kept (for example ``fold`` for the ml-1m fold files).
+
+Extra columns of the feature tables (users, items) are features of the models, and their Arrow
+type says which kind (``feature_kind``; ``validate_table`` casts them to these types):
+
+- numeric: integers (-> int64), floats and decimals (-> float64), booleans, dates and timestamps
+  (-> int64 Unix seconds). Normalized by their empirical CDF, with x̃² and √x̃ and a missing flag.
+  NaN and null are missing; ±inf is an error. A code written in digits (a zip code read from CSV)
+  is a number: give it as text to have it embedded.
+- categorical: text (large and dictionary-encoded text -> string; an all-null column -> string).
+  Embedded, one vocabulary per column (missing and rare values -> id 0).
+- list: a list of text (or of integers, -> their decimal text). An averaged bag of the values.
+
+Any other type (structs, maps, binary, lists of floats, nested lists) is an error naming the
+column. CSV readers infer an extra column as int, else float, else text, so a list column comes
+from Parquet or from a table built in Python.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ class TableSchema:
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()  # columns that must be unique together, if any
+    features: bool = False  # extra columns are model features (module docstring), type-checked
 
     @property
     def required(self) -> list[str]:
@@ -92,6 +108,7 @@ USERS = TableSchema(
         Column("occupation", pa.string(), required=False, nullable=True),
     ),
     key=("user_id",),
+    features=True,
 )
 ITEMS = TableSchema(
     "items",
@@ -105,6 +122,7 @@ ITEMS = TableSchema(
         Column("duration", pa.float64(), required=False, nullable=True),
     ),
     key=("item_id",),
+    features=True,
 )
 
 SCHEMAS: dict[str, TableSchema] = {
@@ -161,7 +179,7 @@ def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path =
     for name in table.column_names:
         col = table.column(name)
         if name not in schema.names:
-            columns[name] = col
+            columns[name] = feature_column(col, name, source) if schema.features else col
             continue
         spec = schema.column(name)
         if spec.type == ID:
@@ -194,6 +212,69 @@ def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path =
     if schema.key:
         _check_unique(out, schema.key, source)
     return out
+
+
+NUMERIC, CATEGORICAL, LIST = "numeric", "categorical", "list"
+
+
+def feature_kind(arrow_type: pa.DataType) -> str | None:
+    """The kind of feature a column of a validated feature table is: NUMERIC, CATEGORICAL or LIST
+    (module docstring); None for a type that is no feature (an id column, say)."""
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
+        return NUMERIC
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return CATEGORICAL
+    if pa.types.is_list(arrow_type) and pa.types.is_string(arrow_type.value_type):
+        return LIST
+    return None
+
+
+def feature_column(col: pa.ChunkedArray, name: str, source: str | Path = "<table>") -> pa.ChunkedArray:
+    """An extra column of a feature table cast to its kind's type (module docstring); DataError
+    for a type that is no feature, or an infinite number (naming its 1-based row)."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.cast(t.value_type), t.value_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        value = t.value_type
+        if pa.types.is_dictionary(value):
+            value = value.value_type
+        target = pa.list_(pa.string())
+        if not (pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_integer(value)):
+            target = None
+    else:
+        target = next((to for check, to in _SCALAR_FEATURE_TYPES.items() if check(t)), None)
+    if target is None:
+        raise DataError(
+            f"a feature column must be numeric, text or a list of text; got {t}", file=source, column=name
+        )
+    try:
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            col = col.cast(pa.timestamp("s"), safe=False)  # whole seconds, as every time column
+        col = col.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataError(f"cannot read as {target}: {err}", file=source, column=name) from None
+    if pa.types.is_floating(col.type):
+        infinite = pc.is_inf(col)
+        if pc.any(infinite).as_py():
+            row = pc.index(infinite, True).as_py()
+            raise DataError("not a finite number (NaN is missing, ±inf is an error)", file=source,
+                            line=row + 1, column=name)
+    return col
+
+
+# Scalar types of feature columns -> the type they are read as (module docstring).
+_SCALAR_FEATURE_TYPES = {
+    pa.types.is_integer: pa.int64(),
+    pa.types.is_floating: pa.float64(),
+    pa.types.is_decimal: pa.float64(),
+    pa.types.is_boolean: pa.bool_(),
+    pa.types.is_timestamp: pa.int64(),
+    pa.types.is_date: pa.int64(),
+    pa.types.is_string: pa.string(),
+    pa.types.is_large_string: pa.string(),
+    pa.types.is_null: pa.string(),
+}
 
 
 def _check_unique(table: pa.Table, key: tuple[str, ...], source: str | Path) -> None:

@@ -85,16 +85,19 @@ def split_log(watches: pa.Table, protocol: str, seed: int = 0) -> Split:
 
 def fit_candidates_and_test(
     split: Split, generator: Callable[[], CandidateGenerator], dataset: Dataset,
-    settings: ProtocolSettings, on_log=None, test: bool = True,
+    settings: ProtocolSettings, on_log=None, test: bool = True, epochs: int | None = None,
 ) -> tuple[dict[str, float], dict[str, float], dict]:
     """Early-stop on the valid stage, refit on train + valid for the chosen epochs, score the test.
 
     ``generator()`` makes an unfitted CandidateGenerator. Searches (global-time only) are those
     before each stage's cut. Returns (test figures, seconds, params); with ``test=False`` it stops
-    after the validation stage and the figures are empty.
+    after the validation stage and the figures are empty; with ``epochs`` it skips the validation
+    stage (the epochs were chosen already).
     """
-    valid = split.stage("valid")
     columns = [c for c in ("user_id", "item_id", "timestamp", "watch_time") if c in split.watches.column_names]
+    if epochs is not None:
+        return _refit_and_test(split, generator, dataset, settings, on_log, columns, epochs, {}, {})
+    valid = split.stage("valid")
     start = time.perf_counter()
     gen = generator()
     gen.train_cfg = gen.train_cfg.replace(monitor=settings.headline)
@@ -113,10 +116,14 @@ def fit_candidates_and_test(
                         if k in ("lr", "batch_size", "optimizer", "weight_decay", "max_epochs", "patience")}}
     if not test:
         return {}, seconds, params
+    return _refit_and_test(split, generator, dataset, settings, on_log, columns, best + 1, seconds, params)
+
+
+def _refit_and_test(split, generator, dataset, settings, on_log, columns, epochs, seconds, params):
     stage = split.stage("test")
     start = time.perf_counter()
     refit = generator()
-    refit.train_cfg = refit.train_cfg.replace(max_epochs=best + 1, patience=None, monitor=None)
+    refit.train_cfg = refit.train_cfg.replace(max_epochs=epochs, patience=None, monitor=None)
     fit_table = stage.fit_table().select(columns)
     refit.fit(fit_table, _searches_before(dataset, fit_table, split), dataset.users, on_log=on_log)
     seconds["test_train"] = time.perf_counter() - start
@@ -124,6 +131,18 @@ def fit_candidates_and_test(
     figures = evaluate(refit.scorer_for(split.user_ids, split.item_ids), stage, ks=settings.ks, metrics=settings.metrics)
     seconds["eval"] = time.perf_counter() - start
     return figures, seconds, params
+
+
+def _choose_and_test(split, generators: dict, dataset, settings, on_log) -> tuple[dict, dict, dict]:
+    """Each named generator on the valid stage; the best headline figure is refit and tested."""
+    valid = {name: fit_candidates_and_test(split, g, dataset, settings, on_log, test=False)
+             for name, g in generators.items()}
+    best = max(valid, key=lambda name: valid[name][2]["valid"][settings.headline])  # ties: the first
+    _, seconds, params = valid[best]
+    figures, refit_seconds, _ = fit_candidates_and_test(split, generators[best], dataset, settings, on_log,
+                                                        epochs=params["best_epoch"] + 1)
+    seconds = {"choose": sum(v[1]["valid_train"] for v in valid.values()), **refit_seconds}
+    return figures, seconds, {**params, "auto": {"chosen": best, "valid": {n: v[2]["valid"] for n, v in valid.items()}}}
 
 
 def _searches_before(dataset: Dataset, fit_table: pa.Table, split: Split) -> pa.Table | None:
@@ -136,13 +155,14 @@ def _searches_before(dataset: Dataset, fit_table: pa.Table, split: Split) -> pa.
 
 def compare(
     dataset: Dataset, protocol: str, models: Sequence[str] = MODELS,
-    generator: Callable[[], CandidateGenerator] = CandidateGenerator, *, name: str | None = None,
+    generator: Callable[[], CandidateGenerator] | dict = CandidateGenerator, *, name: str | None = None,
     benchmark: str = "evaluate", command: str = "", seed: int = 0, on_log=None, progress: bool = False,
 ) -> list[Record]:
     """Split ``dataset.watches`` by ``protocol``, choose on validation, refit, test each model.
 
     models: any of "popularity", "EASE", "ytdnn"; generator() makes the unfitted candidate
-    generator ("ytdnn", with its configuration). Returns one Record per model.
+    generator ("ytdnn", with its configuration), or {name: generator} to choose among on the
+    valid stage (``--auto``). Returns one Record per model.
     """
     return compare_on_split(split_log(dataset.watches, protocol, seed), dataset, models, generator, name=name,
                             benchmark=benchmark, command=command, on_log=on_log, progress=progress)
@@ -150,7 +170,7 @@ def compare(
 
 def compare_on_split(
     split: Split, dataset: Dataset, models: Sequence[str] = MODELS,
-    generator: Callable[[], CandidateGenerator] = CandidateGenerator, *, name: str | None = None,
+    generator: Callable[[], CandidateGenerator] | dict = CandidateGenerator, *, name: str | None = None,
     benchmark: str = "evaluate", command: str = "", on_log=None, progress: bool = False,
 ) -> list[Record]:
     """``compare`` on a split made already (``dataset`` gives the users and searches)."""
@@ -171,6 +191,8 @@ def compare_on_split(
                                               settings.metrics, progress)
             params = {"l2": selection.best, "selected_on": f"valid {settings.select_on}",
                       "validation": {str(k): round(v[settings.select_on], 4) for k, v in selection.scores.items()}}
+        elif isinstance(generator, dict):
+            figures, seconds, params = _choose_and_test(split, generator, dataset, settings, on_log)
         else:
             figures, seconds, params = fit_candidates_and_test(split, generator, dataset, settings, on_log)
         seconds = {"total": time.perf_counter() - start, **seconds}

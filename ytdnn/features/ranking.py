@@ -7,11 +7,16 @@ features alike (``check_generator``):
 - ``items_``: the ranker's item vocabulary, top ``max_items`` by frequency over the watches and
   impressions it was fitted on; OOV -> 0, the zero embedding. Generator item ids are mapped into
   it through the original ids (``item_map``).
-- ``item_features_``: channel, language, ... ids, category bags, upload time, duration.
+- ``item_features_``: channel, language, ... ids, category bags, upload time, duration, and the
+  items table's extra columns.
 - the impression log (CSR by user): what ``num_earlier_impressions`` (churn) counts.
 - the watch log by item (sorted (item, time) codes): what ``item_watches_recent`` counts.
-- ``normalizer_``: the quantile normalizer of ``CONTINUOUS_FEATURES``, fitted in one pass over
-  the training impressions' raw values.
+- ``normalizer_``: the quantile normalizer of ``continuous_names`` (``CONTINUOUS_FEATURES``, then
+  the items' extra numeric columns), fitted in one pass over the training impressions' raw values.
+
+The items' extra columns reach the ranker as the users' do (features/users.py): text through
+``item_categorical``, numbers among the continuous features (x̃, x̃², √x̃, a missing flag), lists
+as averaged one-hots among the binary ones, fed as they are (``binary_names``).
 """
 
 from __future__ import annotations
@@ -109,9 +114,29 @@ class RankingFeaturizer:
         return self
 
     @property
+    def continuous_names(self) -> tuple[str, ...]:
+        """The raw continuous features, in column order: CONTINUOUS_FEATURES, then the items'
+        extra numeric columns."""
+        return CONTINUOUS_FEATURES + tuple(self.item_features_.numeric_names_)
+
+    @property
+    def binary_names(self) -> tuple[str, ...]:
+        """The features fed as they are, in column order: BINARY_FEATURES, the missing flag of
+        each extra numeric item column, then the items' list columns as averaged one-hots."""
+        f = self.item_features_
+        return BINARY_FEATURES + tuple(f"{c} missing" for c in f.numeric_names_) + tuple(f.list_names())
+
+    def input_names(self) -> list[str]:
+        """The name of every column of ``normalize``'s output (the model's continuous input)."""
+        names = list(self.continuous_names)
+        if self.use_powers:
+            names += [f"{c}^2" for c in self.continuous_names] + [f"sqrt({c})" for c in self.continuous_names]
+        return names + list(self.binary_names)
+
+    @property
     def num_continuous(self) -> int:
         """Width of the normalised continuous block fed to the model, binary features included."""
-        return len(CONTINUOUS_FEATURES) * (3 if self.use_powers else 1) + len(BINARY_FEATURES)
+        return len(self.continuous_names) * (3 if self.use_powers else 1) + len(self.binary_names)
 
     def normalize(self, raw: np.ndarray, binary: np.ndarray) -> np.ndarray:
         """raw [N, F], binary [N, Fb] -> float32 [N, 3F + Fb] (or [N, F + Fb] without powers)."""
@@ -169,7 +194,7 @@ class RankingFeaturizer:
         self, generator, streams: EventStreams, q: Queries, score: np.ndarray, rank: np.ndarray,
         impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous [Q, F] float64 (order of CONTINUOUS_FEATURES) and binary [Q, Fb] features.
+        """Continuous [Q, F] float64 and binary [Q, Fb] features (``continuous_names``, ``binary_names``).
 
         score, rank [Q]: the generator's view of each row. ``impressions``: extra logged
         impressions (log rows [I], ranker items [I], times [I]) counted with the stored log.
@@ -186,7 +211,18 @@ class RankingFeaturizer:
             watches["item_count"], np.nan_to_num(duration, nan=0.0),
             watches["category_share"], _since(t, watches["category_last"]), self._recent_watches(q),
         ], axis=1).astype(np.float64)
-        return raw, self._same_language(generator, streams, q)[:, None]
+        numbers, missing = self._item_numbers(q.items)
+        binary = [self._same_language(generator, streams, q)[:, None], missing,
+                  self.item_features_.list_features(q.items)]
+        return np.concatenate([raw, numbers], axis=1), np.concatenate(binary, axis=1).astype(np.float32)
+
+    def _item_numbers(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The items' extra numeric columns [Q, K] (an unknown value: the column's median over
+        the items, with its flag set) and their missing flags [Q, K]."""
+        f = self.item_features_
+        values = f.numeric_[items]  # [Q, K]
+        missing = np.isnan(values)
+        return np.where(missing, f.numeric_fill_, values), missing.astype(np.float32)
 
     @property
     def _v(self) -> int:

@@ -157,23 +157,37 @@ class RankerModel(nn.Module):
             user_side.append(self.rated_table(batch.watch_ids, batch.watch_offsets, per_sample_weights=weights))
         user_side += [emb(batch.user_categorical[:, j]) for j, emb in enumerate(self.user_embeddings)]
         user_side.append(batch.user_continuous)  # [B or C, Fu]
-        user = torch.cat(user_side, dim=1)
-        if batch.row_context is not None:  # one row per context: spread to the B impressions
-            user = user[batch.row_context]
+        user = torch.cat(user_side, dim=1)  # [B or C, U]
+        context = batch.row_context  # None, or [B] the context row of each impression
         item = F.embedding(batch.items, self.item_table.weight, padding_idx=0)  # [B, E]
-        parts = [item, user]  # [B, E], [B, U]
+        pair = []  # [B, *] inputs of the pair itself, after [item, user] in the tower's input
         if self.cfg.interactions:  # [B, E] each: item ⊙ watched bag, last watch (, rated bag)
             width = item.shape[1]
-            bags = 3 if self.rated_table is not None else 2
-            parts += [item * user[:, j * width : (j + 1) * width] for j in range(bags)]
-        parts += [emb(batch.item_categorical[:, j]) for j, emb in enumerate(self.item_embeddings)]
-        parts.append(self.category_bag(batch.category_ids, batch.category_offsets))  # [B, Ec] averaged
-        parts.append(batch.continuous)  # [B, Fc] x̃ (and x̃², √x̃), binary flags
-        hidden = self.tower[:-1](torch.cat(parts, dim=1))  # [B, H]
+            for j in range(3 if self.rated_table is not None else 2):
+                bag = user[:, j * width : (j + 1) * width]
+                pair.append(item * (bag if context is None else bag[context]))
+        pair += [emb(batch.item_categorical[:, j]) for j, emb in enumerate(self.item_embeddings)]
+        pair.append(self.category_bag(batch.category_ids, batch.category_offsets))  # [B, Ec] averaged
+        pair.append(batch.continuous)  # [B, Fc] x̃ (and x̃², √x̃), binary flags
+        if context is None or not self.cfg.hidden_widths:
+            user = user if context is None else user[context]  # one row per context: spread to B
+            hidden = self.tower[:-1](torch.cat([item, user, *pair], dim=1))  # [B, H]
+        else:
+            hidden = self.tower[1:-1](self._first_layer(item, user, pair, context))
         logits = self.tower[-1](hidden).squeeze(1)
         if self.score_weight is not None:
             logits = logits + self.score_weight * batch.prior
         return logits, hidden
+
+    def _first_layer(self, item, user, pair, context) -> torch.Tensor:
+        """The tower's first linear layer over [item, user, *pair] with the user block [C, U]
+        multiplied once per context, then spread to the B rows: at serving 500 candidates share
+        a user, so the user half of the layer's work is done once, not 500 times. -> [B, W1]."""
+        first, e, u = self.tower[0], item.shape[1], user.shape[1]
+        w = first.weight  # [W1, E + U + P]
+        per_context = F.linear(user, w[:, e : e + u])  # [C, W1]
+        rest = torch.cat([item, *pair], dim=1)  # [B, E + P]
+        return per_context[context] + F.linear(rest, torch.cat([w[:, :e], w[:, e + u :]], dim=1), first.bias)
 
     def loss(self, batch: RankingBatch) -> torch.Tensor:
         """Weighted logistic loss (§4.2), the weights coming with the batch, plus the rating
