@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ytdnn.eval.html_report import write_report
 from ytdnn.eval.report import Record, format_table, machine_description, write_results
 
 
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "fuzz": _lazy("fuzz"),
     "defaults": _lazy("defaults"),
     "estimator": _lazy("estimator"),
+    "export": _lazy("export"),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine}", flush=True)
     for name in names:
         run_one(name, command, machine, args.out, merge=args.merge)
+    # the HTML page of every result in the folder, this run's and earlier ones
+    print(f"wrote {write_report(args.out, args.out / 'report')}", flush=True)
     return 0
 
 

@@ -65,6 +65,13 @@ def _stretched(dataset, protocol: str, name: str, chosen: str) -> list[Record]:
     return out
 
 
+def _choices(record: Record) -> list[Record]:
+    """The validation figures of every configuration --auto tried: the table of what was tried."""
+    return [Record(BENCHMARK, record.dataset, f"{record.protocol} (valid)", f"choice: {name}",
+                   {k: round(v, 4) for k, v in figures.items()}, params={"settings": AUTO_CHOICES[name]})
+            for name, figures in record.params["auto"]["valid"].items()]
+
+
 def _print(records: list[Record]) -> None:
     for r in records:
         print(f"  {r.dataset} {r.model}: {r.metrics} {r.params.get('auto', '')}", flush=True)
@@ -82,12 +89,13 @@ def run() -> list[Record]:
             continue
         done = _named(compare_on_split(split, tables, MODELS, GENERATORS, benchmark=BENCHMARK), dataset)
         _print(done)
-        records += done
+        records += done + _choices(done[-1])
         if protocol == P_TEMPORAL:
             records += _stretched(tables, P_TEMPORAL, dataset, done[-1].params["auto"]["chosen"])
     if "synthetic-small" in wanted:
         world = generate(WorldConfig.preset("small", seed=0)).dataset
         done = _named(compare(world, "global-time", MODELS, GENERATORS, benchmark=BENCHMARK), "synthetic-small")
         _print(done)
-        records += done + _stretched(world, "global-time", "synthetic-small", done[-1].params["auto"]["chosen"])
+        records += done + _choices(done[-1])
+        records += _stretched(world, "global-time", "synthetic-small", done[-1].params["auto"]["chosen"])
     return records

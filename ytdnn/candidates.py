@@ -162,10 +162,8 @@ class CandidateGenerator:
                           f"{chosen[monitor]:.4f} against {popularity[monitor]:.4f}; check the inputs' scale, "
                           "lr and the number of epochs", TrainingHealthWarning, stacklevel=3)
         if refit:
-            selection = self.selection_
             self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
                       cfg.replace(max_epochs=best + 1, patience=None, monitor=None))
-            self.selection_ = selection
         return self
 
     def _sizes(self) -> CandidateSizes:

@@ -33,6 +33,16 @@ def _data_movielens(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_movies_dataset(args: argparse.Namespace) -> int:
+    from ytdnn.data.movies_dataset import read_movies_dataset
+
+    dataset = read_movies_dataset(args.path, ratings=args.ratings, skip_bad_rows=args.skip_bad_rows)
+    dataset.save(args.out)
+    counts = ", ".join(f"{len(t):,} {name}" for name, t in dataset.tables().items())
+    print(f"wrote {counts} to {args.out}")
+    return 0
+
+
 def _data_validate(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
 
@@ -222,6 +232,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from ytdnn.eval.html_report import write_report
+
+    path = write_report(args.results, args.out, args.model)
+    print(f"wrote {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ytdnn.export import export_onnx
+
+    manifest = export_onnx(args.model, args.out)
+    graphs = [manifest["user_tower"], *(manifest["ranker"] or {"members": []})["members"]]
+    files = ", ".join(f"{g['file']} ({g['bytes'] / 2**20:.1f} MiB)" for g in graphs)
+    print(f"wrote {files}, {manifest['item_vectors']['file']} and manifest.json to {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ytdnn.demo import run_demo
 
@@ -281,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     movielens.add_argument("--out", required=True)
     movielens.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows and report them")
     movielens.set_defaults(func=_data_movielens)
+
+    movies = data.add_parser("movies-dataset", help="convert Kaggle's The Movies Dataset to canonical Parquet")
+    movies.add_argument("path", help="directory with ratings.csv, links.csv and movies_metadata.csv")
+    movies.add_argument("--ratings", default="ratings.csv", help="the ratings file (or ratings_small.csv)")
+    movies.add_argument("--out", required=True)
+    movies.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows and report them")
+    movies.set_defaults(func=_data_movies_dataset)
 
     validate = data.add_parser("validate", help="validate a directory of canonical Parquet tables")
     validate.add_argument("path")
@@ -365,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--model", default=None, help="show the settings a model directory was trained with")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="show with these settings")
     show.set_defaults(func=_config_show)
+
+    report = commands.add_parser("report", help="the benchmark results as one self-contained HTML page")
+    report.add_argument("results", nargs="?", default="bench/results",
+                        help="folder of benchmark records (*.json) and figures (*.png)")
+    report.add_argument("--out", required=True, help="folder to write index.html into")
+    report.add_argument("--model", action="append", default=[], metavar="DIR",
+                        help="a model directory whose training curves to add (repeatable)")
+    report.set_defaults(func=_report)
+
+    export = commands.add_parser("export", help="write a model for onnxruntime: ONNX graphs, item vectors, manifest")
+    export.add_argument("--model", required=True, help="model directory (two-stage or candidates)")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", required=True, help="directory to write")
+    export.set_defaults(func=_export)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the synthetic world")
     demo.add_argument("--preset", default="small", choices=["tiny", "small", "large"])

@@ -400,7 +400,7 @@ class Ranker:
 
     @torch.no_grad()
     def predict_pairs(self, generator, user_rows: np.ndarray, gen_items: np.ndarray,
-                      now: int | None = None, batch_size: int = 32_768) -> tuple[np.ndarray, np.ndarray | None]:
+                      now: int | None = None, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray | None]:
         """Score (user, item) pairs from the training log's histories, as served at ``now``
         (default: just after the last training watch).
 

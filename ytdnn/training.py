@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import AUTO_CHOICES, TwoStageConfig
 from ytdnn.data.schema import DataError
+from ytdnn.eval.metrics import weighted_per_user_loss
 from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.pipeline import KIND, Recommender
 from ytdnn.ranking import Ranker, RankerBag
@@ -71,7 +72,11 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
     generator's top N (``config.impressions.source``). With ``last_watches`` set, the pages come
     from a stacking generator that never saw their positives, and the ranker learns its features
     from that one (it serves behind ``generator``). With ``samples`` > 1, that many rankers on
-    pages built with seeds seed, seed + 1, ... (training seeds likewise), served as one RankerBag."""
+    pages built with seeds seed, seed + 1, ... (training seeds likewise), served as one RankerBag.
+
+    out_dir: the ranker's directory, for its checkpoints and, with ``ranker_train.tensorboard``, its
+    TensorBoard curves (out_dir/tb/), which then include each epoch's weighted per-user loss on the
+    ranker's own training pages (``val/weighted_per_user_loss``)."""
     config = config or TwoStageConfig()
     cfg = config.impressions
     logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
@@ -86,11 +91,34 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
         impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown)
         train = config.ranker_train.replace(seed=config.ranker_train.seed + k)
         member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
+        log = (None, None, None) if own else (dataset.watches, dataset.searches, dataset.users)
+        curves = train.tensorboard and member_dir is not None  # the metric costs a feature pass
         rankers.append(Ranker(config.ranker, train).fit(
-            pages, impressions, None if own else dataset.watches, None if own else dataset.searches,
-            None if own else dataset.users, items=dataset.items, out_dir=member_dir,
+            pages, impressions, *log, items=dataset.items, out_dir=member_dir,
+            validate=_training_page_loss(pages, impressions, *log) if curves else None,
             log_impressions=False if shown is None else shown))
     return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
+
+
+def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, watches, searches, users):
+    """validate(ranker) -> {"weighted_per_user_loss": ...} on the pages the ranker trains on, with the
+    features it trains on: paper table 1's metric as a training curve. fit_ranker holds no pages
+    out, so the curve shows how well the ranker orders its own pages, not how it generalises."""
+    clicked = impressions.column("clicked").to_numpy(zero_copy_only=False).astype(bool)
+    watch_time = impressions.column("watch_time").to_numpy(zero_copy_only=False).astype(np.float64)
+    pages = impressions.column("page_id").to_numpy(zero_copy_only=False)
+    examples = []  # built once, at the first epoch's end: the features need the fitted featurizer
+
+    def validate(ranker: Ranker) -> dict[str, float]:
+        if not examples:
+            # in_log=True: featurized as in Ranker.fit (impression_examples would count the pages
+            # again in their own churn features, as for held-out pages)
+            streams, q, raw, binary = ranker._featurize(generator, impressions, watches, searches, users, True)
+            examples.append(ranker._examples(generator, streams, impressions, q, raw, binary))
+        return {"weighted_per_user_loss": weighted_per_user_loss(ranker.predict(examples[0]), clicked,
+                                                                 watch_time, pages)}
+
+    return validate
 
 
 def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None) -> pa.Table:
@@ -110,14 +138,20 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
     two-stage directory when given, else next to the generator in ``model_dir`` (ranker/)."""
     model_dir = Path(model_dir)
     rec = Recommender.load(model_dir)
-    ranker = fit_ranker(rec.candidates, dataset, config)
+    md = ModelDir(model_dir)
+    elsewhere = out is not None and Path(out).resolve() != model_dir.resolve()
+    if elsewhere:
+        ranker_dir = Path(out) / "ranker"  # where rec.save(out) puts it
+    else:
+        with md.loading():
+            ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
+    # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
+    ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir)
     rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config)
-    if out is not None and Path(out).resolve() != model_dir.resolve():
+    if elsewhere:
         rec.save(out)
         return rec
-    md = ModelDir(model_dir)
     with md.loading():
-        ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
         document = md.read_json(CONFIG)  # a JSON object: Recommender.load checked it
     ranker.save(ranker_dir)
     if document.get("kind") == KIND:  # a two-stage directory: record the ranker and its settings
@@ -127,12 +161,13 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
 
 
 def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, auto: bool = False) -> Recommender:
-    """Both stages on one dataset, written to ``out`` as one two-stage model directory."""
-    config = config or TwoStageConfig()
-    generator = fit_candidates(dataset, config, auto=auto)
+    """Both stages on one dataset, written to ``out`` as one two-stage model directory; each stage
+    trains in its own directory (checkpoints, and tb/ with ``train|ranker_train.tensorboard``)."""
+    config, out = config or TwoStageConfig(), Path(out)
+    generator = fit_candidates(dataset, config, out_dir=out / "candidates", auto=auto)
     if auto and generator.selection_["auto"]["chosen"] is not None:  # record what was trained
         config = config.with_settings(generator.selection_["auto"]["settings"])
-    rec = Recommender(generator, fit_ranker(generator, dataset, config), config.pipeline.num_candidates,
-                      settings=config)
+    rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker"),
+                      config.pipeline.num_candidates, settings=config)
     rec.save(out)
     return rec

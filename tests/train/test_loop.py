@@ -281,7 +281,7 @@ def test_tensorboard_scalars_are_written(tmp_path):
     pytest.importorskip("tensorboard")
     fit(DenseToy(), cfg_for(max_epochs=1, log_every=4, tensorboard=True),
         batches_of(make_world(num_examples=128).train, 32), out_dir=tmp_path)
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
 def test_loss_fn_argument_and_tuple_batches():

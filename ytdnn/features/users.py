@@ -67,10 +67,11 @@ class UserFeatureEncoder:
         self.continuous_: list[str] | None = None
         self.normalizer_: QuantileNormalizer | None = None
         self.lists_: dict[str, Vocabulary] | None = None
+        self.powered_: list[str] | None = None
 
     def fit(self, users: pa.Table | None) -> UserFeatureEncoder:
         self.categorical_, self.continuous_, self.normalizer_, self.lists_ = {}, [], None, {}
-        self.powered_: list[str] = []
+        self.powered_ = []
         if users is None:
             return self
         names = (

@@ -4,7 +4,9 @@ An impression (user, item, time t) becomes:
 
 - the impressed item's id, the bag of the user's last <= H watches before t and the last watch
   alone, all in the ranker's item id space (one embedding table, each fed separately, §4.1);
-- the user's categorical / continuous features, the item's categoricals and category bag;
+- the user's categorical / continuous features, the item's categoricals and category bag (the
+  users' and items' extra columns among them: features/users.py, features/items.py; an item's
+  extra numbers and lists join the continuous and binary features, features/ranking.py);
 - continuous features (``CONTINUOUS_FEATURES``), computed here raw and normalised later by the
   ranker's quantile normalizer: the candidate generator's score and rank for the user's history
   before t, the time since the user's last watch, the number of earlier impressions of this item

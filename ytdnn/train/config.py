@@ -52,7 +52,7 @@ class TrainConfig(Config):
     seed: int = 0  # initial weights, the examples drawn and their order: same seed, same weights
     log_every: int = 50  # steps between log dicts (progress bar, TensorBoard, on_log)
     progress: bool = True  # tqdm bar per epoch; shown only when stderr is a terminal
-    tensorboard: bool = False  # scalars under out_dir/tensorboard (needs out_dir)
+    tensorboard: bool = False  # training curves under out_dir/tb (needs out_dir): tensorboard --logdir MODEL
     # torch intra-op threads while fit runs, restored when it returns; None = leave them as they are
     num_threads: int | None = None
     deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True) during fit

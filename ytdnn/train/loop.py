@@ -52,6 +52,7 @@ from ytdnn.train.optim import (
 
 log = logging.getLogger(__name__)
 
+TENSORBOARD_DIR = "tb"  # under out_dir: `tensorboard --logdir MODEL/tb`
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 TrainBatches = Callable[[int, torch.Generator], Iterable[Any]]
 Validate = Callable[[nn.Module], dict[str, float]]
@@ -117,8 +118,9 @@ def fit(
 ) -> History:
     """Train `model` in place for up to cfg.max_epochs epochs; returns the History.
 
-    out_dir: where checkpoints (out_dir/checkpoint/) and TensorBoard logs (out_dir/tensorboard/)
-        go; None trains without writing anything.
+    out_dir: where checkpoints (out_dir/checkpoint/) and, with cfg.tensorboard, the TensorBoard
+        scalars (out_dir/tb/: per step train/loss, train/lr, train/examples_per_second; per epoch
+        epoch/*, and val/<metric> when validate is given) go; None trains without writing anything.
     resume: continue from the last checkpoint in out_dir when there is one (weights, optimizer,
         schedule position, epoch, early-stopping state). resume=False starts over and replaces it.
     num_examples: examples per epoch; sizes the progress bar, and the lr schedule's horizon
@@ -281,7 +283,14 @@ def _start(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
             f"({', '.join(f'{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}' for k in changed)}); "
             "use another out_dir or resume=False"
         )
-    state, best_state = checkpoint.load_checkpoint(out_dir, model, optimizer)
+    try:
+        state, best_state = checkpoint.load_checkpoint(out_dir, model, optimizer)
+    except RuntimeError as err:  # load_state_dict: the checkpoint's tensors have other names or shapes
+        raise ValueError(
+            f"the checkpoint in {out_dir} holds another model (other layers or vocabulary sizes: "
+            f"{str(err).strip().splitlines()[-1].strip()}); train into another directory, or delete "
+            f"{checkpoint.checkpoint_dir(out_dir)} (resume=False) to start over"
+        ) from err
     run = _Run(history=History.from_dict(state["history"]), step=state["step"],
                epochs_without_improvement=state["epochs_without_improvement"])
     last = len(run.history.epochs) - 1
@@ -346,7 +355,7 @@ class _Logger:
         elif cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import, only when asked
 
-            self.writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(Path(out_dir) / TENSORBOARD_DIR))
 
     def __enter__(self) -> Self:
         return self
