@@ -5,6 +5,9 @@
 
 The synthetic world has watch times, not ratings; ``load_synthetic`` gives every watch 1-5
 stars by the share of the item watched (ytdnn/datasets.py), which the model learns to predict.
+
+Measured on 2 cores busy with other jobs (load average 8): 24 s with one torch thread
+(``OMP_NUM_THREADS=1``), 147 s with torch's default two, which contend with the other jobs.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def test_a_healthy_run_does_not_warn():
 
 
 def test_auto_chooses_the_better_settings_on_its_own_split_and_records_them(monkeypatch, tmp_path):
-    import ytdnn.training as training
+    from ytdnn import training
     from ytdnn.configuration import TwoStageConfig
 
     d = generate(WorldConfig.preset("tiny", seed=2)).dataset

@@ -144,3 +144,16 @@ def test_a_broken_export_directory_is_one_line(exported, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelDirError, match="outside the model directory"):
         read_manifest(tmp_path)
+
+
+def test_padded_bags_share_the_weights_and_leave_the_model_alone():
+    from ytdnn.export import PaddedBag, _with_padded_bags
+    from ytdnn.models.candidate import CandidateModel, CandidateSizes
+
+    model = CandidateModel(CandidateConfig(embedding_dim=4, output_dim=4, depth=0), CandidateSizes(num_items=9, num_tokens=5))
+    shell = _with_padded_bags(model, ("watch_bag", "search_bag"))
+    assert isinstance(model.watch_bag, torch.nn.EmbeddingBag) and isinstance(shell.watch_bag, PaddedBag)
+    assert shell.watch_bag.weight is model.watch_bag.weight
+    ids = torch.tensor([[3, 0, 5, 5], [0, 0, 0, 0], [8, 1, 2, 7]])  # padding inside, an empty bag
+    np.testing.assert_allclose(shell.watch_bag(ids).detach().numpy(), model.watch_bag(ids).detach().numpy(),
+                               atol=1e-7)

@@ -27,6 +27,7 @@ from ytdnn.modeldir import ModelDir, ModelDirError
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.pipeline import Recommender
+from ytdnn.ranking import FORMAT_VERSION as RANKER_FORMAT
 from ytdnn.ranking import Ranker, RankerBag, load_ranker
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.train.config import TrainConfig
@@ -146,7 +147,7 @@ def into_bag(members: object, keep: int = 1):
             shutil.copytree(root / "single", root / RANK / f"member-{i}")
         shutil.rmtree(root / "single")
         (root / RANK / "config.json").write_text(json.dumps(
-            {"format_version": 1, "kind": "ytdnn.ranker-bag", "members": members}))
+            {"format_version": RANKER_FORMAT, "kind": "ytdnn.ranker-bag", "members": members}))
     return bag
 
 

@@ -230,10 +230,11 @@ class YouTubeDNN:
             ranker = Ranker(r["model"], r["train"], r["ratings"]).fit_ratings(
                 gen, watches, ratings, users=data.users, items=data.items)
         else:
-            from ytdnn.pipeline import fit_ranker, ranker_configs
+            from ytdnn.configuration import TwoStageConfig
+            from ytdnn.training import fit_ranker
 
             self._say("fitting the ranker on impressions")
-            ranker = fit_ranker(gen, data, {**ranker_configs(), "model": r["model"], "train": r["train"]})
+            ranker = fit_ranker(gen, data, TwoStageConfig(ranker=r["model"], ranker_train=r["train"]))
         self.seconds_["ranker"] = time.perf_counter() - middle
         self.recommender_ = Recommender(gen, ranker, configs["num_candidates"])
         self._set_stats(watches, ratings)

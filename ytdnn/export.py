@@ -245,13 +245,18 @@ def _export(graph: nn.Module, spec: list[dict], sample: tuple, output: dict, pat
     axes = {d: torch.export.Dim(d) for s in spec for d in s["shape"] if isinstance(d, str)}
     dynamic = tuple({i: axes[d] for i, d in enumerate(s["shape"]) if isinstance(d, str)} for s in spec)
     weights = sum(p.numel() * p.element_size() for p in graph.parameters())
+    modes = {m: m.training for m in graph.modules()}  # the graph shares the caller's submodules
     start = time.perf_counter()
-    with warnings.catch_warnings():  # torch's notices about its own internals, none about the model
-        warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
-        warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
-        torch.onnx.export(graph.eval(), sample, str(path), input_names=[s["name"] for s in spec],
-                          output_names=[output["name"]], dynamic_shapes=(dynamic,), dynamo=True,
-                          external_data=weights > _EXTERNAL_DATA_BYTES, verbose=False)
+    try:
+        with warnings.catch_warnings():  # torch's notices about its own internals, none about the model
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+            torch.onnx.export(graph.eval(), sample, str(path), input_names=[s["name"] for s in spec],
+                              output_names=[output["name"]], dynamic_shapes=(dynamic,), dynamo=True,
+                              external_data=weights > _EXTERNAL_DATA_BYTES, verbose=False)
+    finally:
+        for module, training in modes.items():
+            module.training = training
     seconds = time.perf_counter() - start
     names = [i.name for i in _onnx().load(str(path), load_external_data=False).graph.input]
     if names != [s["name"] for s in spec]:  # the exporter drops inputs the graph never reads

@@ -60,7 +60,7 @@ from ytdnn.train.batches import private_rng
 from ytdnn.train.config import TrainConfig
 from ytdnn.train.loop import History, fit
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the rating heads (config "ratings", sizes rating_levels / rating_mean)
 KIND = "ytdnn.ranker"
 BAG_KIND = "ytdnn.ranker-bag"
 _CONFIG_SCHEMA = {  # config.json of a ranker directory (what save writes)

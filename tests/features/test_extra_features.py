@@ -19,6 +19,7 @@ from ytdnn.models.layers import embedding_width
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.samples.ranking import NEVER
 from ytdnn.train.config import TrainConfig
 
 EXTRA_USERS = pa.table({
@@ -156,9 +157,36 @@ def test_extra_user_and_item_columns_widen_the_ranker():
             gen, world["impressions"].slice(0, 100), items=item_table, log_impressions=False)
         widths[name] = _first_layer(ranker.model_.tower).in_features
     user_extras = embedding_width(3, max_width=4) + 4 + 2  # plan; income: 4 columns; 2 interests
-    item_extras = 3 + 1 + embedding_width(4, max_width=4) + 2  # year: x̃, x̃², √x̃, flag; studio; 2 genres
+    # year: x̃, x̃², √x̃, flag; studio: embedded, and the user's watches of it and time since
+    # (3 columns each); genres: 2 values, and the share of the user's watches and time since
+    item_extras = 4 + embedding_width(4, max_width=4) + 2 * 3 + 2 + 2 * 3
     assert widths["extra"] - widths["plain"] == user_extras + item_extras
-    assert ranker.featurizer_.input_names()[-4:] == ["same_language", "year missing", "genres=War", "genres=Drama"]
+    names = ranker.featurizer_.input_names()
+    assert names[-4:] == ["same_language", "year missing", "genres=War", "genres=Drama"]
+    assert ranker.featurizer_.continuous_names[-5:] == ("year", "num_studio_watches", "seconds_since_studio_watch",
+                                                        "genres_watch_share", "seconds_since_genres_watch")
+
+
+def test_the_ranker_counts_the_users_history_with_extra_item_columns():
+    # user 1 watches item 10 (studio a; x, y) at 10, item 11 (b; x) at 20, item 12 (a; z) at 25
+    watches = pa.table({"user_id": [1, 1, 1], "item_id": [10, 11, 12], "timestamp": [10, 20, 25]})
+    items = pa.table({"item_id": [10, 11, 12, 13], "studio": ["a", "b", "a", "a"],
+                      "genres": [["x", "y"], ["x"], ["z"], ["x", "z"]]})
+    impressions = pa.table({"user_id": [1, 1], "item_id": [13, 11], "timestamp": [30, 15], "clicked": [True, False],
+                            "watch_time": [5.0, 0.0], "page_id": [1, 2]})
+    gen = CandidateGenerator(CandidateConfig(embedding_dim=4, output_dim=4, depth=0, num_negatives=None),
+                             ExampleConfig(), TrainConfig(max_epochs=1, progress=False, num_threads=1)).fit(watches)
+    ranker = Ranker(RankerConfig(tower="none"), TrainConfig(max_epochs=1, progress=False, num_threads=1)).fit(
+        gen, impressions, items=items)
+    raw, _ = ranker.raw_features(gen, impressions)
+    got = dict(zip(ranker.featurizer_.continuous_names, raw.T))
+    # item 13 at 30: 2 of 3 earlier watches are studio a, the last at 25; its genres x (2 of 3
+    # watches) and z (1 of 3): a mean share of 0.5, and one of them last watched at 25
+    # item 11 at 15: only the watch at 10 is earlier: no studio b, genre x in 1 of 1 at 10
+    np.testing.assert_array_equal(got["num_studio_watches"], [2, 0])
+    np.testing.assert_array_equal(got["seconds_since_studio_watch"], [5, NEVER])
+    np.testing.assert_array_equal(got["genres_watch_share"], [0.5, 1.0])
+    np.testing.assert_array_equal(got["seconds_since_genres_watch"], [5, 5])
 
 
 # ---- planted worlds: only the extra column predicts -------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ytdnn.data.schema import ITEMS
 from ytdnn.features.items import ItemFeatureEncoder
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.vocab import Vocabulary
@@ -115,9 +116,14 @@ class RankingFeaturizer:
 
     @property
     def continuous_names(self) -> tuple[str, ...]:
-        """The raw continuous features, in column order: CONTINUOUS_FEATURES, then the items'
-        extra numeric columns."""
-        return CONTINUOUS_FEATURES + tuple(self.item_features_.numeric_names_)
+        """The raw continuous features, in column order: CONTINUOUS_FEATURES, the items' extra
+        numeric columns, then the user's history with each extra categorical column (as with the
+        channel: earlier watches of the item's value, time since the last) and each list column
+        (as with the categories: share of earlier watches, time since the last)."""
+        f = self.item_features_
+        history = [n for c in _extra_categorical(f) for n in (f"num_{c}_watches", f"seconds_since_{c}_watch")]
+        history += [n for c in f.lists_ for n in (f"{c}_watch_share", f"seconds_since_{c}_watch")]
+        return CONTINUOUS_FEATURES + tuple(f.numeric_names_) + tuple(history)
 
     @property
     def binary_names(self) -> tuple[str, ...]:
@@ -214,7 +220,8 @@ class RankingFeaturizer:
         numbers, missing = self._item_numbers(q.items)
         binary = [self._same_language(generator, streams, q)[:, None], missing,
                   self.item_features_.list_features(q.items)]
-        return np.concatenate([raw, numbers], axis=1), np.concatenate(binary, axis=1).astype(np.float32)
+        raw = np.concatenate([raw, numbers, watches["extra"]], axis=1)
+        return raw, np.concatenate(binary, axis=1).astype(np.float32)
 
     def _item_numbers(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The items' extra numeric columns [Q, K] (an unknown value: the column's median over
@@ -229,48 +236,34 @@ class RankingFeaturizer:
         return len(self.items_)
 
     def _watch_counts(self, generator, streams: EventStreams, q: Queries) -> dict[str, np.ndarray]:
-        """Counts and last times of the user's earlier watches: any, of the item's channel, of the item."""
+        """Counts and last times of the user's earlier watches: any, of the item's channel, of the
+        item, of its categories; "extra" [Q, 2X]: the same for each extra column of the items."""
         positions, rows = user_events(streams.watch_offsets, q.users)  # [E]
         times = streams.watch_times[positions]
         items = self.item_map(generator)[streams.watch_items[positions]]
         count, last = earlier_events(rows, times, q.users, q.times)
         out = {"count": count, "last": last}
-        column = self.item_features_.column_index("channel")
+        f = self.item_features_
+        column = f.column_index("channel")
         if column is None:
             out["channel_count"], out["channel_last"] = np.zeros(len(q.users)), np.full(len(q.users), np.nan)
         else:
-            channel = self.item_features_.categorical_ids_[:, column]
-            width = int(channel.max(initial=0)) + 1
-            c_count, c_last = earlier_events(rows * width + channel[items], times,
-                                             q.users * width + channel[q.items], q.times)
-            unknown = channel[q.items] == 0
-            c_count[unknown], c_last[unknown] = 0, np.nan
-            out["channel_count"], out["channel_last"] = c_count, c_last
+            out["channel_count"], out["channel_last"] = _value_history(
+                f.categorical_ids_[:, column], rows, times, items, q)
         i_count, _ = earlier_events(rows * self._v + items, times, q.users * self._v + q.items, q.times)
         i_count[q.items == 0] = 0
         out["item_count"] = i_count
-        out["category_share"], out["category_last"] = self._category_counts(rows, times, items, q, count)
+        out["category_share"], out["category_last"] = _bag_history(
+            f.category_ids_, f.category_offsets_, f.num_categories, rows, times, items, q, count)
+        # the items' extra columns, as channel and categories are: the user's history with the value
+        extra = [_value_history(f.categorical_ids_[:, f.column_index(c)], rows, times, items, q)
+                 for c in _extra_categorical(f)]
+        extra += [_bag_history(*f.list_bags_[c], len(f.lists_[c]), rows, times, items, q, count) for c in f.lists_]
+        t = q.times.astype(np.float64)
+        columns = [x for amount, then in extra for x in (amount, _since(t, then))]  # count or share, time since
+        out["extra"] = np.stack(columns, axis=1) if columns else np.zeros((len(q.users), 0))
         return out
 
-    def _category_counts(self, rows, times, items, q: Queries, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per query [Q]: the mean over the item's categories of the share of the user's earlier
-        watches in that category, and the last time the user watched any of them (NaN: never).
-        ("When the user last watched on this topic", §4.1.) rows, times, items: [E] watches."""
-        f = self.item_features_
-        width = f.num_categories
-        offsets = f.category_offsets_
-        e_cats, e_start = windows(f.category_ids_, offsets[items], offsets[items + 1], None)
-        e_of = np.repeat(np.arange(len(items)), np.diff(np.append(e_start, len(e_cats))))  # [E'] event
-        q_cats, q_start = windows(f.category_ids_, offsets[q.items], offsets[q.items + 1], None)
-        q_len = np.diff(np.append(q_start, len(q_cats)))
-        q_of = np.repeat(np.arange(len(q.items)), q_len)  # [Q'] query of each (query, category)
-        c_count, c_last = earlier_events(rows[e_of] * width + e_cats, times[e_of],
-                                         q.users[q_of] * width + q_cats, q.times[q_of])
-        total = np.bincount(q_of, c_count, minlength=len(q.items))
-        share = total / np.maximum(q_len * count, 1)
-        last = np.full(len(q.items), -np.inf)
-        np.fmax.at(last, q_of, c_last)  # fmax skips NaN: categories never watched
-        return share, np.where(np.isneginf(last), np.nan, last)
 
     def _impression_events(self, q: Queries, extra) -> tuple[np.ndarray, np.ndarray]:
         logged = q.imp_rows[q.imp_rows < len(self.log_offsets_) - 1]  # rows past the log: extra only
@@ -328,7 +321,6 @@ class RankingFeaturizer:
         return f
 
 
-
 def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:
     """Time from ``then`` to ``t``; NEVER where ``then`` is unknown (NaN)."""
     return np.where(np.isnan(then), NEVER, t - np.nan_to_num(then, nan=0.0))
@@ -337,3 +329,39 @@ def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:
 def _canonical(document: dict) -> dict:
     """The document as it reads back from JSON (lists, not tuples), so saved and live ones compare."""
     return json.loads(json.dumps(document))
+
+
+def _extra_categorical(f: ItemFeatureEncoder) -> list[str]:
+    """The items' categorical columns beyond the built-in ones (channel, language)."""
+    return [c for c in f.categorical_ if c not in ITEMS.names]
+
+
+def _value_history(values: np.ndarray, rows, times, items, q: Queries) -> tuple[np.ndarray, np.ndarray]:
+    """Per query [Q]: how many of the user's earlier watches share the item's value, and the last
+    time one did (NaN: never, or the item's value is unknown). values [V]: each item's id in one
+    categorical column (0 = unknown); rows, times, items: [E] the users' watches."""
+    width = int(values.max(initial=0)) + 1
+    count, last = earlier_events(rows * width + values[items], times, q.users * width + values[q.items], q.times)
+    unknown = values[q.items] == 0
+    count[unknown], last[unknown] = 0, np.nan
+    return count, last
+
+
+def _bag_history(ids: np.ndarray, offsets: np.ndarray, width: int, rows, times, items, q: Queries,
+                 count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query [Q]: the mean over the item's values (categories, genres: CSR ids [M] in
+    1..width - 1, offsets [V + 1]) of the share of the user's earlier watches with that value, and
+    the last time the user watched any of them (NaN: never). ("When the user last watched on this
+    topic", §4.1.) rows, times, items: [E] watches; count [Q] the user's earlier watches."""
+    e_cats, e_start = windows(ids, offsets[items], offsets[items + 1], None)
+    e_of = np.repeat(np.arange(len(items)), np.diff(np.append(e_start, len(e_cats))))  # [E'] event
+    q_cats, q_start = windows(ids, offsets[q.items], offsets[q.items + 1], None)
+    q_len = np.diff(np.append(q_start, len(q_cats)))
+    q_of = np.repeat(np.arange(len(q.items)), q_len)  # [Q'] query of each (query, category)
+    c_count, c_last = earlier_events(rows[e_of] * width + e_cats, times[e_of],
+                                     q.users[q_of] * width + q_cats, q.times[q_of])
+    total = np.bincount(q_of, c_count, minlength=len(q.items))
+    share = total / np.maximum(q_len * count, 1)
+    last = np.full(len(q.items), -np.inf)
+    np.fmax.at(last, q_of, c_last)  # fmax skips NaN: categories never watched
+    return share, np.where(np.isneginf(last), np.nan, last)
