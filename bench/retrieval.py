@@ -7,7 +7,7 @@ configuration below) and ``ytdnn-candidates-<ablation>``.
 
 Environment knobs, for tuning runs (never set by `make bench`):
   YTDNN_BENCH_STAGE=valid           stop after the validation stage (no test figure is computed)
-  YTDNN_BENCH_OVERRIDES='{"lr": 3e-3}'  override settings of the tuned configuration
+  YTDNN_BENCH_OVERRIDES='{"train.lr": 3e-3}'  override settings of the tuned configuration
   YTDNN_BENCH_DATASETS=ml-100k      run only these datasets (comma-separated)
   YTDNN_BENCH_ABLATIONS=0           skip the ablation records
 """
@@ -19,7 +19,7 @@ import os
 
 from bench.baselines import movielens_splits
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.config import route_overrides
+from ytdnn.configuration import TwoStageConfig
 from ytdnn.eval.compare import SETTINGS, fit_candidates_and_test
 from ytdnn.eval.protocols import P_RANDOM, P_TEMPORAL
 from ytdnn.eval.report import Record
@@ -86,16 +86,12 @@ ABLATIONS: dict[str, dict] = {
 
 
 def configs(dataset: str, overrides: dict) -> tuple[CandidateConfig, ExampleConfig, TrainConfig]:
-    routed = route_overrides({"model": CandidateConfig, "examples": ExampleConfig, "train": TrainConfig}, overrides)
-    tuned = {part: {**values, **routed[part]} for part, values in TUNED[dataset].items()}
-    if tuned["model"].get("tied_item_embeddings"):
-        tuned["model"]["output_dim"] = tuned["model"]["embedding_dim"]
+    """The tuned configuration of ``dataset`` with ``overrides`` (TwoStageConfig keys) on top."""
     monitor = SETTINGS[P_TEMPORAL if dataset == "ml-100k" else P_RANDOM].headline
-    return (
-        CandidateConfig(**tuned["model"]),
-        ExampleConfig(**tuned["examples"]),
-        TrainConfig(**{"progress": False, "monitor": monitor, **tuned["train"]}),
-    )
+    tuned = {f"{'candidates' if part == 'model' else part}.{key}": value
+             for part, values in TUNED[dataset].items() for key, value in values.items()}
+    config = TwoStageConfig().with_settings({"train.progress": False, "train.monitor": monitor, **tuned, **overrides})
+    return config.candidates, config.examples, config.train
 
 
 def _print_epoch(record: dict) -> None:
