@@ -110,20 +110,7 @@ class Ranker:
         raw, binary = self._raw(generator, streams, queries, None)
         self.featurizer_.fit_normalizer(raw)
         examples = self._examples(generator, streams, impressions, queries, raw, binary)
-        with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
-            self.model_ = RankerModel(cfg, self._sizes(generator))
-
-        def batches(epoch: int, rng_torch: torch.Generator):
-            rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
-            return examples.batches(self.train_cfg.batch_size, rng)
-
-        self.history_: History = fit(
-            self.model_, self.train_cfg, batches,
-            validate=None if validate is None else (lambda model: validate(self)),
-            out_dir=out_dir, resume=resume, num_examples=len(examples), on_log=on_log,
-        )
-        self.model_.eval()
-        return self
+        return self._train(self._sizes(generator), examples, validate, out_dir, resume, on_log)
 
     def fit_ratings(self, generator, watches: pa.Table, ratings: np.ndarray | None = None,
                     users: pa.Table | None = None, items: pa.Table | None = None,
@@ -168,8 +155,12 @@ class Ranker:
             self._sizes(generator), num_continuous=examples.continuous.shape[1],
             rating_levels=tuple(float(v) for v in levels) if ratings is not None else (),
             rating_mean=self.rating_fill_ if ratings is not None else 0.0)
+        return self._train(sizes, examples, validate, out_dir, resume, on_log)
+
+    def _train(self, sizes, examples, validate, out_dir, resume, on_log) -> Ranker:
+        """A fresh RankerModel for ``sizes``, trained on ``examples`` by the one training loop."""
         with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
-            self.model_ = RankerModel(cfg, sizes)
+            self.model_ = RankerModel(self.model_cfg, sizes)
 
         def batches(epoch: int, rng_torch: torch.Generator):
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
