@@ -34,12 +34,15 @@ BENCHMARKS: dict[str, Callable[[], list[Record]]] = {
     "index": _lazy("index_speed", "bench_run"),
     "speed": _lazy("speed"),
     "paper": _lazy("paper"),
+    "paper_scale": _lazy("paper_scale"),  # fig. 6 depth sweep at 150k-5M watches (issue 20)
     "ranking": _lazy("ranking"),
     "serving": _lazy("serving"),
     "fuzz": _lazy("fuzz"),
     "defaults": _lazy("defaults"),
     "estimator": _lazy("estimator"),
     "export": _lazy("export"),
+    "ddp": _lazy("ddp"),
+    "scale": _lazy("scale"),  # 1M-20M watches: prepare/score local vs Spark local[2], training from shards
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

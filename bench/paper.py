@@ -18,10 +18,15 @@ World and protocol, shared by the three experiments:
 
 Fig. 6, depth and features: test MAP@K of the tower at depths 0-4 (the paper's widths, 2048 ->
 1024 -> 512 -> 256 at depth 4) with all features, and of the feature sets "watches", "+ search",
-"+ example age" and "all" (+ demographics) at depth ``FEATURE_DEPTH``. The paper's full grid
-(4 feature sets x 5 depths) would cost about 4x this benchmark's time budget on 2 cores.
-Popularity (the floor, also drawn) and the world's true affinity at the end of training (the
-ceiling) are the references in the table.
+"+ example age" and "all" (+ demographics) at depth ``FEATURE_DEPTH``, then "all - search" (the
+search bag's own effect, all else equal). The paper's full grid (4 feature sets x 5 depths)
+would cost about 4x this benchmark's time budget on 2 cores; the depth sweep at larger worlds is
+``make bench ONLY=paper_scale`` (bench/paper_scale.py). Popularity (the floor, also drawn) and
+the world's true affinity at the end of training (the ceiling) are the references in the table.
+Each model is also scored on live history ("fresh", ``fresh_figures``): every test target ranked
+from the user's watches and searches strictly before it, those of the test window included, as a
+live system serves right after a search; the main protocol freezes the history at the end of
+training. Why the search bag lowers MAP on this world: bench/results/paper_search.md.
 
 Fig. 4, example age: the "+ search" and "+ example age" models above, which differ only in the
 example age, each recommend their top ``SERVE_K`` at the end of training (serving example age 0)
@@ -67,7 +72,9 @@ from ytdnn.eval.metrics import ScoreFn, evaluate, map_at_k, recall_at_k, top_k
 from ytdnn.eval.protocols import Split, Stage, global_time_split
 from ytdnn.eval.report import Record
 from ytdnn.models.candidate import CandidateConfig
-from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.samples.candidate import ExampleConfig, assemble_batch
+from ytdnn.samples.ranking import history_end
+from ytdnn.samples.streams import windows
 from ytdnn.train.config import TrainConfig
 
 BENCHMARK = "paper"
@@ -84,8 +91,16 @@ FEATURE_SETS = {  # paper fig. 6, each set adds one group to the one before
     "+ search": {"use_user_features": False, "use_example_age": False},
     "+ example age": {"use_user_features": False},
     "all": {},
+    "all - search": {"use_searches": False},  # the search bag's own effect, all else equal
 }
+LADDER = ("watches", "+ search", "+ example age", "all")  # fig. 6's rising ladder
+FRESH = f"fresh MRR@{MAIN_K}"  # the live-history protocol (``fresh_figures``)
 MODEL = CandidateConfig(embedding_dim=64, output_dim=64, num_negatives=None)  # 2k items: full
+# The search-token vocabulary: the top 500 of ~8k (§3.5 truncates to the most frequent). Two
+# thirds of the tokens, mostly bigrams, occur once, in one user's bag, where they only memorize
+# that user. Chosen on validation MAP@50 of "all" at depth 1 among 500, 1000, 2000 and all
+# (bench/results/paper_search.md).
+MAX_TOKENS = 500
 EXAMPLES = ExampleConfig(max_examples_per_user=50)
 TRAIN = TrainConfig(lr=3e-3, batch_size=1024, max_epochs=12, patience=2, monitor=MONITOR,
                     progress=False, num_threads=1)
@@ -163,6 +178,7 @@ class Fit:
     test: Figures
     seconds: dict[str, float]
     params: dict
+    fresh: Figures | None = None  # the test targets scored from live history (``fresh_figures``)
 
 
 def make_setting(p: Plan) -> Setting:
@@ -209,29 +225,74 @@ def scorer(s: Setting, gen: CandidateGenerator) -> ScoreFn:
     return gen.scorer_for(s.split.user_ids, s.split.item_ids)
 
 
-def fit_and_test(s: Setting, model: CandidateConfig, ordered: bool = True) -> Fit:
+def fit_and_test(s: Setting, model: CandidateConfig, ordered: bool = True,
+                 examples: ExampleConfig = EXAMPLES) -> Fit:
     """Early-stop on validation, refit on train + valid for the chosen epochs, score the test."""
     users, valid = s.world.dataset.users, s.split.stage("valid")
     start = time.perf_counter()
-    gen = CandidateGenerator(model, EXAMPLES, s.train).fit(
+    gen = CandidateGenerator(model, examples, s.train, max_tokens=MAX_TOKENS).fit(
         *training_logs(s, "valid", ordered), users,
         validate=lambda g: evaluate(scorer(s, g), valid, ks=KS, metrics=METRICS),
     )
     seconds = {"valid_train": time.perf_counter() - start}
     history = gen.history_
-    params = {"depth": model.depth, "ordered": ordered, "best_epoch": history.best_epoch,
+    params = {"depth": model.depth, "ordered": ordered, "search_lag_s": examples.search_lag_s,
+              "train_loss": [round(e["train_loss"], 4) for e in history.epochs],
+              "valid_curve": [round(e["val"][MONITOR], 4) for e in history.epochs],
+              "best_epoch": history.best_epoch,
               "epochs_run": len(history.epochs), f"valid_{MONITOR}": round(history.best_metric, 4)}
     refit = s.train.replace(max_epochs=history.best_epoch + 1, monitor=None, patience=None)
     start = time.perf_counter()
-    gen = CandidateGenerator(model, EXAMPLES, refit).fit(*training_logs(s, "test", ordered), users)
+    gen = CandidateGenerator(model, examples, refit, max_tokens=MAX_TOKENS).fit(*training_logs(s, "test", ordered), users)
     seconds["test_train"] = time.perf_counter() - start
     start = time.perf_counter()
     test = figures(scorer(s, gen), s.split.stage("test"))
+    fresh = fresh_figures(s, gen) if ordered else None  # an unordered log has no "before"
     seconds["eval"] = time.perf_counter() - start
     params["examples_per_second"] = round(gen.history_.epochs[-1]["examples_per_second"])
     print(f"   depth {model.depth} ordered={ordered}: {params} test {test.metrics} "
-          f"({sum(seconds.values()):.0f} s)", flush=True)
-    return Fit(gen, test, {k: round(v, 1) for k, v in seconds.items()}, params)
+          f"{fresh and fresh.metrics} ({sum(seconds.values()):.0f} s)", flush=True)
+    return Fit(gen, test, {k: round(v, 1) for k, v in seconds.items()}, params, fresh)
+
+
+def fresh_figures(s: Setting, gen: CandidateGenerator, k: int = MAIN_K) -> Figures:
+    """``fresh_ranks`` per user: per target, 1/rank within the top k (MRR@k) and a hit (HR@k);
+    per user, the mean over its targets; ± over users."""
+    target = s.split.stage("test").target
+    rr = fresh_ranks(s, gen, k)
+    counts = np.bincount(target.user_idx)
+    per_user = {name: (np.bincount(target.user_idx, value) / np.maximum(counts, 1))[counts > 0]
+                for name, value in ((FRESH, rr), (f"fresh HR@{k}", rr > 0))}  # [users with a target]
+    return Figures({n: round(float(v.mean()), 4) for n, v in per_user.items()}, per_user)
+
+
+def fresh_ranks(s: Setting, gen: CandidateGenerator, k: int = MAIN_K) -> np.ndarray:
+    """[Q] 1/rank within the top k (else 0) of each test target, ranked from its user's watches and
+    searches strictly before it, those inside the test window included: the live system's fresh
+    history (§3.4), where the main protocol freezes the history at the end of training. The items
+    the user watched before are excluded."""
+    w, f, end = s.split.watches, gen.featurizer_, s.world.config.window_s
+    searches = s.world.dataset.searches
+    streams = f.streams(w.select(WATCH_COLUMNS).filter(pc.less(w["timestamp"], end)),
+                        searches.filter(pc.less(searches["timestamp"], end)), s.world.dataset.users)
+    target = s.split.stage("test").target
+    rows = pa.array(target.rows)
+    t = w.column("timestamp").to_numpy()[target.rows]  # [Q]
+    users = gen.user_rows(w.column("user_id").take(rows))  # [Q] stream rows
+    items = f.items_.encode(w.column("item_id").take(rows))  # [Q] generator ids, 0 = unknown: a miss
+    watch_end = history_end(streams.watch_offsets, streams.watch_times, users, t)
+    token_end = history_end(streams.token_offsets, streams.token_times, users, t)
+    rr = np.zeros(len(t))  # [Q] 1/rank within k, else 0
+    for a in range(0, len(t), 1024):
+        u, b = users[a : a + 1024], slice(a, a + 1024)
+        batch = assemble_batch(streams, gen.example_cfg, u, streams.watch_items, watch_end[b], token_end[b],
+                               np.full(len(u), f.serving_age, np.float32), None)
+        scores = gen.model_.scores(batch).numpy()  # [B, V]
+        seen, offsets = windows(streams.watch_items, streams.watch_offsets[u], watch_end[b], None)
+        scores[np.repeat(np.arange(len(u)), np.diff(np.r_[offsets, len(seen)])), seen] = -np.inf
+        rank = 1 + (scores > scores[np.arange(len(u)), items[b]][:, None]).sum(axis=1)  # [B]
+        rr[b] = np.where((items[b] > 0) & (rank <= k), 1.0 / rank, 0.0)
+    return rr
 
 
 def references(s: Setting) -> dict[str, Figures]:
@@ -271,16 +332,19 @@ def report_fig6(s: Setting, fits: dict[tuple[str, int], Fit], refs: dict[str, Fi
     for sweep in (depth_sweep, feature_sweep):
         for previous, key in zip([None, *sweep], sweep):
             f = fits[key]
-            delta = "–" if previous is None else _pm(*f.test.delta(fits[previous].test))
-            rows.append([str(key[1]), key[0], *_cells(f.test), delta, _seconds(f.seconds)])
+            deltas = ["–", "–"] if previous is None else [
+                _pm(*f.test.delta(fits[previous].test)), _pm(*f.fresh.delta(fits[previous].fresh, FRESH))]
+            rows.append([str(key[1]), key[0], *_cells(f.test), deltas[0], *_cells(f.fresh, (FRESH,)),
+                         deltas[1], _seconds(f.seconds)])
     for (features, depth), f in fits.items():
-        params = {**f.params, "features": features, "se": _rounded(f.test.errors)}
+        params = {**f.params, "features": features, "se": _rounded({**f.test.errors, **f.fresh.errors})}
         name = f"fig6: depth {depth}, {features}"
-        records.append(_record(s, name, f.test.metrics, f.seconds, params))
+        records.append(_record(s, name, {**f.test.metrics, **f.fresh.metrics}, f.seconds, params))
     for name, figs in refs.items():
         records.append(_record(s, f"fig6: {name}", figs.metrics, {}, {"se": _rounded(figs.errors)}))
-        rows.append(["–", name, *_cells(figs), "", ""])
-    header = ["depth", "features", *_metric_names(), f"Δ {MONITOR} vs row above", "seconds"]
+        rows.append(["–", name, *_cells(figs), "", "", "", ""])
+    header = ["depth", "features", *_metric_names(), f"Δ {MONITOR} vs row above", FRESH,
+              f"Δ {FRESH} vs row above", "seconds"]
     title = "Fig. 6: holdout MAP by depth and feature set"
     _markdown(out / "paper_fig6.md", title, header, rows, s)
     fig, (left, right) = plots.new_figure(2)
@@ -289,11 +353,12 @@ def report_fig6(s: Setting, fits: dict[tuple[str, int], Fit], refs: dict[str, Fi
         {"popularity": refs["popularity"].metrics[MONITOR]},  # the ceiling would flatten the line
         xlabel="depth", ylabel=f"test {MONITOR}", title="Depth (all features)",
     )
-    plots.bar_chart(
-        right, [n for n, _ in feature_sweep],
-        *_series(f"depth {FEATURE_DEPTH}", [fits[k] for k in feature_sweep]),
-        xlabel="feature set", ylabel=f"test {MONITOR}", title="Feature sets",
-    )
+    sweep = [fits[k] for k in feature_sweep]
+    values, errors = _series(f"{MONITOR}, history frozen at the end of training", sweep)
+    values[f"{FRESH}, live history"] = [f.fresh.metrics[FRESH] for f in sweep]
+    errors[f"{FRESH}, live history"] = [f.fresh.errors[FRESH] for f in sweep]
+    plots.bar_chart(right, [n for n, _ in feature_sweep], values, errors, xlabel="feature set",
+                    ylabel="test", title=f"Feature sets (depth {FEATURE_DEPTH})")
     plots.save(fig, out / "paper_fig6.png")
     return records
 

@@ -5,10 +5,11 @@ history) and the load generator (`ytdnn.serve.loadtest`, one asyncio thread) run
 on the same machine, all on loopback. Each client mixes `GET /recommend/{user}?k=10` (80%) with
 `POST /events` of one watch (20%) over a sample of known users plus a few unknown ones.
 
-Five runs, each a record:
+Five load runs per server, each a record:
 
-1. 100 clients thinking 10, 5 and 2 s on average: latency against offered load; the 5 s run is
-   the one held to the latency target (p99 of GET /recommend <= 25 ms);
+1. 100 clients thinking 10, 5 and 2 s on average: latency against offered load; the 2 s run
+   (~50 requests/s) is the one held to the latency target (p99 of GET /recommend <= 25 ms,
+   issue 21);
 2. 200 clients thinking 5 s: zero errors and zero lost events (every acknowledged watch is
    looked up in the store afterwards);
 3. 200 clients without think time (closed loop): the saturation throughput. Its latencies are
@@ -23,14 +24,27 @@ cores. The figure chosen, and the offered rate it implies, are in each record's 
 Where server time goes: the server's /metrics are read before and after each run; the record
 carries the inference seconds per stage per request (history read, user tower, index search,
 ranker features, ranker model, ...) and the mean micro-batch size.
+
+Two ranking paths (issue 21). The runs above are of ``ytdnn serve`` as shipped (the fast path:
+every item's share of the ranker's first layer precomputed at load). The same server started
+with ``--reference-path`` is then run at 100 clients, 2 s, and at saturation, for the ratio in
+one run. ``--workers 2`` (two processes sharing the port and the SQLite store) runs all five;
+its /metrics are per worker, so those records carry no server figures.
+``YTDNN_BENCH_SERVING_BASELINE=<commit>`` also runs that commit's own ``ytdnn serve``
+(``git archive``, nothing checked out) at saturation. In-process records time
+``recommend_batch`` on both paths (bench/serving_paths.py), and a projection puts requests/s per
+core beside the arithmetic floor. ``YTDNN_BENCH_SERVING_SECONDS=<s>`` shortens every load run (a
+smoke run, not a record to keep).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +65,9 @@ RUNS = (  # (clients, think time, seconds)
     (200, THINK_TIME_S, 40.0),
     (200, 0.0, 25.0),  # saturation
 )
+REFERENCE_RUNS = ((100, 2.0, 40.0), (200, 0.0, 25.0))  # the reference path: latency target, saturation
+IN_PROCESS_REQUESTS = 500
+SATURATION_KEYS = {"fast path": "fast", "reference path": "reference", "fast path, 2 workers": "fast_2_workers"}
 POST_FRACTION = 0.2
 K = 10
 NUM_USERS = 20_000  # drawn uniformly; 1% of them unknown to the model (popular list / features)
@@ -62,11 +79,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(model_dir: Path, events: Path, port: int, log: Path) -> subprocess.Popen:
+def _start_server(model_dir: Path, events: Path, port: int, log: Path, flags: tuple[str, ...] = (),
+                  code: Path | None = None) -> subprocess.Popen:
+    """``ytdnn serve`` of this tree, or of the tree at ``code`` (a baseline commit's)."""
     command = [sys.executable, "-m", "ytdnn", "serve", "--model", str(model_dir), "--port", str(port),
-               "--events", str(events), "--log-level", "warning"]
+               "--events", str(events), "--log-level", "warning", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    if code is not None:  # ahead of the installed (editable) ytdnn on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                            cwd=code)
+
+
+def _baseline_code(commit: str, into: Path) -> Path:
+    """The ``ytdnn`` package of ``commit``, extracted under ``into`` (read from git, the working
+    tree untouched) -> the folder to put on PYTHONPATH."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit, "ytdnn"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def _wait_healthy(base_url: str, server: subprocess.Popen, log: Path, timeout: float = 900.0) -> dict:
@@ -125,15 +158,17 @@ def _ids(model_dir: Path) -> tuple[list, list]:
 
 
 def _one_run(base_url: str, store, clients: int, think: float, seconds: float, users, items,
-             params: dict) -> Record:
+             params: dict, path: str = "fast path") -> Record:
     from ytdnn.serve.loadtest import run_load_test
 
     load_before = os.getloadavg()[0]
-    before = _scrape(base_url)
+    # each worker process has its own /metrics: server figures only from a one-process server
+    one_process = "--workers" not in params["server_flags"]
+    before = _scrape(base_url) if one_process else {}
     result = run_load_test(base_url, clients=clients, seconds=seconds, user_ids=users, item_ids=items,
                            post_fraction=POST_FRACTION, k=K, timeout=30.0, seed=clients,
                            think_time_s=think)
-    after = _scrape(base_url)
+    after = _scrape(base_url) if one_process else {}
     result.check_lost(store)
     figures = result.to_metrics()
     metrics = {
@@ -141,55 +176,95 @@ def _one_run(base_url: str, store, clients: int, think: float, seconds: float, u
         "requests_per_s": figures["requests_per_s"], "errors": result.errors,
         "lost_events": result.lost_events, "num_requests": result.num_requests,
         "events_p99_ms": figures["events_p99_ms"], "all_p99_ms": figures["p99_ms"],
-        "client_busy_fraction": figures["client_busy_fraction"], **_server_time(before, after),
+        "client_busy_fraction": figures["client_busy_fraction"],
+        **(_server_time(before, after) if one_process else {}),
     }
     metrics = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()}
     if result.error_samples:
         print(f"   error samples: {result.error_samples}", flush=True)
     mode = f"think {think:g} s" if think > 0 else "closed loop, no think time"
     offered = f"~{clients / think:.0f}" if think > 0 else "unbounded"
-    print(f"   {clients} clients, {mode}: {metrics}", flush=True)
+    print(f"   {path}, {clients} clients, {mode}: {metrics}", flush=True)
     run_params = {**params, "clients": clients, "think_time_s": think, "seconds": seconds,
                   "offered_requests_per_s": offered, "latency_of": "GET /recommend (p50/p95/p99)",
                   # other work on the machine inflates every figure: the 1-minute load average
                   # before and after the run (2 = both cores busy)
                   "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-    return Record(BENCHMARK, DATASET, mode, f"ytdnn serve, {clients} clients", metrics,
-                  {"run": round(result.seconds, 1)}, run_params)
+    return Record(BENCHMARK, DATASET, mode, f"ytdnn serve ({path}), {clients} clients", metrics,
+                  {"run": round(result.seconds, 1)}, {**run_params, "path": path})
+
+
+def _serve_runs(model_dir: Path, events: Path, log: Path, runs, users, items, path: str,
+                flags: tuple[str, ...] = (), code: Path | None = None) -> tuple[list[Record], dict]:
+    """Start one server, warm it up, load it with ``runs`` (clients, think, seconds), stop it."""
+    from bench.serving_model import default_dir
+    from ytdnn.serve.events_sqlite import SQLiteEventStore
+
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    start = time.perf_counter()
+    server = _start_server(model_dir, events, port, log, flags, code)
+    try:
+        health = _wait_healthy(base_url, server, log)
+        seconds = {"start_and_seed": round(time.perf_counter() - start, 1)}
+        print(f"   {path}: server up in {seconds['start_and_seed']} s: {health['model']['version']}", flush=True)
+        store = SQLiteEventStore(events)
+        params = {"model_dir": str(default_dir().name), "num_items": health["model"]["num_items"],
+                  "num_candidates": health["model"]["num_candidates"], "k": K,
+                  "post_fraction": POST_FRACTION, "num_users": len(users),
+                  "server": f"{flags[flags.index('--workers') + 1]} uvicorn workers" if "--workers" in flags
+                  else "1 uvicorn process",
+                  "store": "SQLite WAL", "server_flags": " ".join(flags)}
+        _one_run(base_url, store, 20, 0.2, 5.0, users, items, params, path)  # warm-up, not recorded
+        records = [_one_run(base_url, store, clients, think, _seconds(length), users, items, params, path)
+                   for clients, think, length in runs]
+        store.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return records, seconds
+
+
+def _seconds(length: float) -> float:
+    short = os.environ.get("YTDNN_BENCH_SERVING_SECONDS")
+    return float(short) if short else length
 
 
 def run() -> list[Record]:
-    from bench.serving_model import build_100k_model, default_dir
-    from ytdnn.serve.events_sqlite import SQLiteEventStore
+    import torch
+
+    from bench.serving_model import build_100k_model
+    from bench.serving_paths import floor, in_process, projection
 
     start = time.perf_counter()
     model_dir = build_100k_model()
     seconds = {"model": round(time.perf_counter() - start, 1)}
+    torch.set_num_threads(1)  # as `ytdnn serve --threads 1` runs its inference thread
+    requests = IN_PROCESS_REQUESTS if not os.environ.get("YTDNN_BENCH_SERVING_SECONDS") else 100
+    records = [in_process(model_dir, fast, requests, batch, DATASET) for batch in (1, 16) for fast in (False, True)]
+    for r in records:
+        print(f"   {r.model}, {r.protocol}: {r.metrics}", flush=True)
     users, items = _ids(model_dir)
+    saturation: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ytdnn-serving-bench-") as tmp:
         events, log = Path(tmp) / "events.sqlite", Path(tmp) / "server.log"
-        port = _free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        start = time.perf_counter()
-        server = _start_server(model_dir, events, port, log)
-        try:
-            health = _wait_healthy(base_url, server, log)
-            seconds["start_and_seed"] = round(time.perf_counter() - start, 1)
-            print(f"   server up in {seconds['start_and_seed']} s: {health['model']['version']}", flush=True)
-            store = SQLiteEventStore(events)
-            params = {"model_dir": str(default_dir().name), "num_items": health["model"]["num_items"],
-                      "num_candidates": health["model"]["num_candidates"], "k": K,
-                      "post_fraction": POST_FRACTION, "num_users": len(users), "server": "1 uvicorn process",
-                      "store": "SQLite WAL"}
-            _one_run(base_url, store, 20, 0.2, 5.0, users, items, params)  # warm-up, not recorded
-            records = [_one_run(base_url, store, clients, think, length, users, items, params)
-                       for clients, think, length in RUNS]
-            store.close()
-        finally:
-            server.terminate()
-            server.wait(30)
-    for r in records:
-        r.seconds.update(seconds)
+        variants = [("fast path", RUNS, (), None), ("reference path", REFERENCE_RUNS, ("--reference-path",), None),
+                    ("fast path, 2 workers", RUNS, ("--workers", "2"), None)]
+        baseline = os.environ.get("YTDNN_BENCH_SERVING_BASELINE")
+        if baseline:
+            code = _baseline_code(baseline, Path(tmp) / "baseline")
+            variants.append((f"baseline {baseline}", REFERENCE_RUNS[-1:], (), code))
+        for path, runs, flags, code in variants:
+            # one store for all: the first server seeds it, the others open it as it stands
+            done, started = _serve_runs(model_dir, events, log, runs, users, items, path, flags, code)
+            for r in done:
+                r.seconds.update({**seconds, **started})
+                if r.params["think_time_s"] == 0:
+                    saturation[SATURATION_KEYS.get(path, "baseline")] = r.metrics["requests_per_s"]
+            records += done
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    records.append(projection(floor(model_dir), saturation, cores, DATASET))
+    print(f"   projection: {records[-1].metrics}", flush=True)
     return records
 
 

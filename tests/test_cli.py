@@ -2,16 +2,7 @@
 
 import json
 
-import pytest
-
 from ytdnn.cli import main
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    assert main(["data", "synth", "--preset", "tiny", "--out", str(out)]) == 0
-    return out
 
 
 def test_synth_writes_validated_parquet(data_dir, capsys):

@@ -40,6 +40,21 @@ EXEMPT = {  # README command -> why it is not run here
     "make test": "CI's own command: the suite cannot run itself from inside itself",
     "make bench": "every benchmark, hours on 2 cores; `make bench ONLY=baselines` runs the same "
                   "runner here on the tiny MovieLens files",
+    ".venv/bin/torchrun --standalone --nproc-per-node 2 -m ytdnn train candidates --data data/small "
+    "--out models/cand-ddp": "what the `--nproc 2` line before it starts (ytdnn/cli.py), run there",
+    ".venv/bin/torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint host1:29400 "
+    "--rdzv-id cand -m ytdnn train candidates --data data/small --out models/cand-ddp": "needs two machines",
+    ".venv/bin/ytdnn prepare --engine spark --data data/small --out prepared/small-spark":
+        "a Spark session costs ~30 s: tests/scale/test_spark_engine.py runs this engine in the suite's one session",
+    ".venv/bin/ytdnn score --engine spark --spark-master spark://host1:7077 --model /shared/models/both "
+    "--what users --out /shared/scores/users": "needs a Spark cluster; tests/scale/test_spark_engine.py runs it on local[2]",
+    "PYSPARK_PYTHON=/opt/ytdnn/.venv/bin/python /opt/ytdnn/.venv/bin/ytdnn prepare --engine spark --spark-master "
+    "spark://host1:7077 --data /shared/logs/2026-11 --out /shared/prepared/2026-11":
+        "needs a Spark standalone cluster; tests/scale/test_spark_engine.py runs this engine on local[2]",
+    "'PYSPARK_SUBMIT_ARGS=--archives ytdnn-env.tar.gz#env --conf spark.executor.memory=8g --conf "
+    "spark.executor.cores=4 pyspark-shell' PYSPARK_PYTHON=./env/bin/python ytdnn score --engine spark "
+    "--spark-master yarn --model /shared/models/both --what recommendations --out /shared/scores/recs":
+        "needs a YARN cluster; tests/scale/test_spark_engine.py runs this engine on local[2]",
 }
 TINY_BOTH = "--set depth=0 --set train.max_epochs=1 --set ranker.tower=64 --set ranker_train.max_epochs=1"
 SHELL_SIZES = [  # (README text, what runs, why)

@@ -13,6 +13,7 @@ nothing executable (DESIGN.md):
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -34,9 +35,12 @@ from ytdnn.modeldir import ModelDir
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
 from ytdnn.models.layers import eval_mode
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
+from ytdnn.samples.shards import ShardStream
 from ytdnn.samples.streams import EventStreams, Featurizer
+from ytdnn.scale.prepare import read_manifest
 from ytdnn.train.batches import private_rng
 from ytdnn.train.config import TrainConfig
+from ytdnn.train.distributed import current_shard
 from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 2  # 2: the example age is fed as its fitted CDF (vocab/example_age.json)
@@ -109,28 +113,54 @@ class CandidateGenerator:
             cfg = cfg.replace(monitor=DEFAULT_MONITOR)
         return self._fit(watches, searches, users, validate, items, out_dir, resume, on_log, cfg)
 
-    def _fit(self, watches, searches, users, validate, items, out_dir, resume, on_log, cfg: TrainConfig):
-        self.featurizer_ = Featurizer(self.max_items, self.max_tokens).fit(watches, searches, users)
+    def fit_prepared(self, prepared: str | Path, watches: pa.Table, searches: pa.Table | None = None,
+                     users: pa.Table | None = None, items: pa.Table | None = None,
+                     out_dir: str | Path | None = None, resume: bool = True, on_log=None) -> CandidateGenerator:
+        """Train on the example shards of `ytdnn prepare` (``prepared``), streamed through a
+        shuffle buffer (``ShardStream``), for ``train.max_epochs`` (no validation split to stop
+        early on). The logs give the history the model serves from, encoded by the prepared
+        vocabularies."""
+        self.selection_ = None
+        return self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
+                         self.train_cfg.replace(patience=None, monitor=None), prepared=prepared)
+
+    def _fit(self, watches, searches, users, validate, items, out_dir, resume, on_log, cfg: TrainConfig,
+             prepared: str | Path | None = None):
+        if prepared is None:
+            self.featurizer_ = Featurizer(self.max_items, self.max_tokens).fit(watches, searches, users)
+        else:
+            stream = self._prepared_stream(prepared, cfg)  # sets featurizer_
         self.titles_ = _titles(items)
         self.streams_ = self.featurizer_.streams(watches, searches, users)
-        examples = CandidateExamples(self.streams_, self.example_cfg, self.featurizer_)
+        if prepared is None:
+            examples = CandidateExamples(self.streams_, self.example_cfg, self.featurizer_)
         with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched
             self.model_ = CandidateModel(self.model_cfg, self._sizes(),
                                          np.r_[0, self.featurizer_.items_.counts_])
         self.index_ = None
 
         def batches(epoch: int, generator: torch.Generator):
+            if prepared is not None:
+                return stream.epoch(generator)
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-            return examples.batches(cfg.batch_size, rng)
+            return examples.batches(cfg.batch_size, rng, current_shard())  # this process's part
 
         self.history_: History = fit(
             self.model_, cfg, batches,
             validate=None if validate is None else (lambda model: validate(self)),
-            out_dir=out_dir, resume=resume, num_examples=examples.num_examples_per_epoch(), on_log=on_log,
+            out_dir=out_dir, resume=resume, on_log=on_log,
+            num_examples=len(stream) if prepared is not None else examples.num_examples_per_epoch(),
         )
         self.model_.eval()
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
         return self
+
+    def _prepared_stream(self, prepared: str | Path, cfg: TrainConfig) -> ShardStream:
+        manifest, self.featurizer_, shards = read_manifest(prepared)
+        if ExampleConfig.from_dict(manifest["examples"]) != self.example_cfg:
+            raise ValueError(f"{prepared} was prepared with other example settings ({manifest['examples']}) "
+                             "than this generator's: prepare again with the same --config/--set")
+        return ShardStream(shards, self.featurizer_, cfg.batch_size, seed=cfg.seed, shard=current_shard())
 
     def _fit_auto_validated(self, watches, searches, users, items, out_dir, resume, on_log,
                             refit: bool) -> CandidateGenerator:
@@ -361,10 +391,19 @@ class CandidateGenerator:
             (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return directory
 
+    def with_streams(self, featurizer: Featurizer, streams: EventStreams) -> CandidateGenerator:
+        """A shallow copy that serves ``streams``, whose user rows are those of ``featurizer``
+        (``Featurizer.for_users``): the users of one partition in batch scoring (ytdnn.scale.score)."""
+        part = copy.copy(self)
+        part.featurizer_, part.streams_ = featurizer, streams
+        return part
+
     @classmethod
-    def load(cls, directory: str | Path) -> CandidateGenerator:
+    def load(cls, directory: str | Path, history: bool = True) -> CandidateGenerator:
         """A directory written by ``save``. It may name only files inside itself, and any failure
-        is a ModelDirError (a ValueError) naming the directory and the file (ytdnn.modeldir)."""
+        is a ModelDirError (a ValueError) naming the directory and the file (ytdnn.modeldir).
+        history=False leaves history.npz unread (``streams_`` None): a batch-scoring worker gets
+        its users' histories with them (``with_streams``)."""
         md = ModelDir(directory)
         with md.loading():
             config = md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)
@@ -372,10 +411,12 @@ class CandidateGenerator:
                       config["max_tokens"])
             gen.featurizer_ = Featurizer.load(md.folder("vocab", check_entries=True))
             gen.titles_ = {item: title for item, title in md.read_json("vocab/titles.json")}
-            with np.load(md.file("history.npz"), allow_pickle=False) as arrays:
-                gen.streams_ = EventStreams(**{n: arrays[n] for n in _STREAM_FIELDS},
-                                            ordered=bool(arrays["ordered"]))
-            _check_streams(md, gen.streams_, gen.featurizer_)
+            gen.streams_ = None
+            if history:
+                with np.load(md.file("history.npz"), allow_pickle=False) as arrays:
+                    gen.streams_ = EventStreams(**{n: arrays[n] for n in _STREAM_FIELDS},
+                                                ordered=bool(arrays["ordered"]))
+                _check_streams(md, gen.streams_, gen.featurizer_)
             gen.model_ = CandidateModel(gen.model_cfg, gen._sizes())
             load_model(gen.model_, str(md.weights("candidate.safetensors")))
             gen.model_.eval()

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -13,7 +14,14 @@ def _data_synth(args: argparse.Namespace) -> int:
     from ytdnn.data.synthetic import WorldConfig, generate
 
     overrides = {"seed": args.seed} if args.seed is not None else {}
-    world = generate(WorldConfig.preset(args.preset, **overrides))
+    config = WorldConfig.preset(args.preset, **overrides)
+    if args.chunked or args.preset.startswith("scale-"):  # those do not fit in memory at once
+        from ytdnn.data.synthetic_chunked import generate_to
+
+        counts = ", ".join(f"{n:,} {name}" for name, n in generate_to(config, args.out).items())
+        print(f"wrote {counts} to {args.out}")
+        return 0
+    world = generate(config)
     world.save(args.out)
     counts = ", ".join(f"{len(t):,} {name}" for name, t in world.dataset.tables().items())
     print(f"wrote {counts} to {args.out}")
@@ -82,7 +90,10 @@ def _train_candidates(args: argparse.Namespace) -> int:
     from ytdnn.training import fit_candidates
 
     config = _settings(args)
-    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch, auto=args.auto)
+    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch, auto=args.auto,
+                         examples=args.examples)
+    if not _writes():
+        return 0
     _print_selection(gen)
     gen.save(args.out, metrics={"history": gen.history_.to_dict(), "selection": gen.selection_})
     last = gen.history_.epochs[-1]
@@ -161,6 +172,8 @@ def _train_ranker(args: argparse.Namespace) -> int:
     from ytdnn.training import train_ranker
 
     rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, config=_settings(args))
+    if not _writes():
+        return 0
     last = rec.ranker.history_.epochs[-1]
     print(f"trained the ranker {len(rec.ranker.history_.epochs)} epochs (final loss {last['train_loss']:.4f}); "
           f"written to {args.out or Path(args.model) / 'ranker'}")
@@ -172,9 +185,48 @@ def _train_all(args: argparse.Namespace) -> int:
     from ytdnn.training import train_all
 
     rec = train_all(Dataset.load(args.data), args.out, _settings(args), auto=args.auto)
+    if not _writes():
+        return 0
     _print_selection(rec.candidates)
     print(f"trained the candidate generator and the ranker; model written to {args.out}")
     return 0
+
+
+def _writes() -> bool:
+    """False on the ranks other than 0 of a data-parallel job: rank 0 alone writes and reports."""
+    from ytdnn.train.distributed import is_main
+
+    return is_main()
+
+
+def _data_parallel(args: argparse.Namespace, argv: list[str]) -> int:
+    """A train command with --nproc N: started as N processes by torchrun (this same command
+    line without --nproc), or, inside torchrun, run in its process group."""
+    from datetime import timedelta
+
+    from ytdnn.train.distributed import launched, process_group
+
+    if args.nproc > 1 and not launched():
+        import subprocess
+
+        # torchrun's own parser would take --nproc for an abbreviation of its --nproc-per-node
+        rest = [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
+                and (i == 0 or argv[i - 1] != "--nproc")]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={args.nproc}", "-m", "ytdnn", *rest]
+        return subprocess.call(torchrun)
+    with process_group(timedelta(seconds=args.timeout)):
+        if not _writes():
+            warnings.simplefilter("ignore")  # rank 0 says it once
+        return args.func(args)
+
+
+def _parallel_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="data-parallel processes on this machine (torchrun); cfg batch_size is the "
+                             "global batch, each process takes batch_size / N of it")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds a process waits for the others before failing (data-parallel runs)")
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -211,8 +263,16 @@ def _serve(args: argparse.Namespace) -> int:
     # than Python's default 5 ms, so a request is not parsed 5 ms late behind a model call.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
     config = ServeConfig(max_batch_size=args.max_batch, num_threads=args.threads,
-                         num_candidates=args.candidates)
+                         num_candidates=args.candidates, fast_path=not args.reference_path)
     token = os.environ.get("YTDNN_ADMIN_TOKEN") or None
+    if args.workers > 1:  # each worker sets its threads and switch interval itself
+        from ytdnn.serve.workers import serve_workers
+
+        serve_workers(args.model, workers=args.workers, config=config, host=args.host, port=args.port,
+                      events=args.events, data_dir=args.data, seed=not args.no_seed,
+                      switch_interval_s=args.switch_interval_ms / 1000, log_level=args.log_level,
+                      access_log=args.access_log)
+        return 0
     if config.num_threads is not None:  # process-wide: set by the entry point, never the library
         import torch
 
@@ -248,6 +308,59 @@ def _export(args: argparse.Namespace) -> int:
     files = ", ".join(f"{g['file']} ({g['bytes'] / 2**20:.1f} MiB)" for g in graphs)
     print(f"wrote {files}, {manifest['item_vectors']['file']} and manifest.json to {args.out}")
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    config = _settings(args)
+    seed = config.train.seed if args.seed is None else args.seed
+    kwargs = {"examples": config.examples, "seed": seed, "num_shards": args.shards,
+              "max_items": config.pipeline.max_items, "max_tokens": config.pipeline.max_tokens}
+    if args.engine == "spark":
+        from ytdnn.scale.spark import prepare_spark
+
+        manifest = prepare_spark(_spark(args.spark_master), args.data, args.out, **kwargs)
+    else:
+        from ytdnn.scale.prepare import prepare_local
+
+        manifest = prepare_local(args.data, args.out, **kwargs)
+    print(f"wrote {manifest['num_examples']:,} candidate examples in {manifest['num_shards']} shards "
+          f"to {args.out} ({args.engine} engine, seed {seed})")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    if args.engine == "spark":
+        from ytdnn.scale.spark_score import score_spark
+
+        timings: dict = {}
+        rows = score_spark(_spark(args.spark_master), args.model, args.what, args.out, k=args.k, timings=timings)
+        if "driver_s" in timings:
+            print(f"driver staged the users' history in {timings['driver_s']:.1f} s", file=sys.stderr)
+    else:
+        from ytdnn.scale.score import score_local
+
+        rows = score_local(args.model, args.what, args.out, k=args.k)
+    print(f"wrote {rows:,} rows of {args.what} to {args.out} ({args.engine} engine)")
+    return 0
+
+
+def _spark(master: str):
+    """A Spark session on ``master``; how long it took to start goes to stderr (bench/scale.py reads it)."""
+    import time
+
+    from ytdnn.scale.spark import spark_session
+
+    start = time.perf_counter()
+    spark = spark_session(master)
+    print(f"started Spark ({master}) in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return spark
+
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="local", choices=["local", "spark"],
+                        help="local: this process; spark: PySpark (Java 17), the same output")
+    parser.add_argument("--spark-master", default="local[2]",
+                        help="where Spark runs: local[N], spark://host:7077 or yarn")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -298,7 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     synth = data.add_parser("synth", help="generate the synthetic YouTube-like world as Parquet")
-    synth.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
+    synth.add_argument("--preset", default="small",
+                       choices=["tiny", "small", "large", "scale-1m", "scale-5m", "scale-20m"])
+    synth.add_argument("--chunked", action="store_true",
+                       help="generate block by block of users, appending to the Parquet files: memory stays "
+                            "bounded for any size (no ground truth saved; always on for the scale-* presets)")
     synth.add_argument("--seed", type=int, default=None)
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=_data_synth)
@@ -329,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     _auto_flag(candidates)
     candidates.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"],
                             help="nearest-neighbour index (pipeline.index); auto = exact up to 100k items, IVF beyond")
+    candidates.add_argument("--examples", default=None,
+                            help="train from the shards `ytdnn prepare` wrote here, streamed (the same settings)")
+    _parallel_flags(candidates)
     candidates.set_defaults(func=_train_candidates)
 
     ranker = train.add_parser("ranker", help="train the ranker (paper section 4) for a candidates model")
@@ -336,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranker.add_argument("--model", required=True, help="candidates (or two-stage) model directory")
     ranker.add_argument("--out", default=None, help="write a two-stage model here (default: MODEL/ranker)")
     _settings_flags(ranker)
+    _parallel_flags(ranker)
     ranker.set_defaults(func=_train_ranker)
 
     both = train.add_parser("all", help="train both stages into one model directory")
@@ -346,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     both.add_argument("--num-candidates", type=int, default=None,
                       help="candidates ranked per request (pipeline.num_candidates)")
     both.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"], help="(pipeline.index)")
+    _parallel_flags(both)
     both.set_defaults(func=_train_all)
 
     recommend = commands.add_parser("recommend", help="top-k recommendations of both stages for a user")
@@ -385,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed a new event store from these canonical tables instead of the model")
     serve.add_argument("--no-seed", action="store_true", help="leave a new event store empty")
     serve.add_argument("--max-batch", type=int, default=16, help="recommend requests per model call")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the port and the event store (ytdnn.serve.workers)")
+    serve.add_argument("--reference-path", action="store_true",
+                       help="rank without the precomputed item tables (the same lists; for comparison)")
     serve.add_argument("--candidates", type=int, default=None,
                        help="candidates retrieved and ranked per request (default: the model's)")
     serve.add_argument("--threads", type=int, default=1, help="torch threads of the inference thread")
@@ -415,6 +541,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory to write")
     export.set_defaults(func=_export)
 
+    prepare = commands.add_parser("prepare", help="write the candidate generator's examples as Parquet shards")
+    prepare.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    prepare.add_argument("--out", required=True, help="directory to write (prepare.json, featurizer/, candidates/)")
+    _engine_flags(prepare)
+    prepare.add_argument("--shards", type=int, default=8, help="number of Parquet shards (users hashed into them)")
+    prepare.add_argument("--seed", type=int, default=None, help="draws the per-user cap (default: train.seed)")
+    _settings_flags(prepare)
+    prepare.set_defaults(func=_prepare)
+
+    score = commands.add_parser("score", help="user vectors, item vectors or every user's top k, as Parquet")
+    score.add_argument("--model", required=True, help="model directory (two-stage or candidates)")
+    score.add_argument("--what", required=True, choices=["users", "items", "recommendations"])
+    score.add_argument("--out", required=True, help="Parquet file (local engine) or folder (spark engine)")
+    score.add_argument("--k", type=int, default=10, help="recommendations per user")
+    _engine_flags(score)
+    score.set_defaults(func=_score)
+
     demo = commands.add_parser("demo", help="run the main job end to end on the synthetic world")
     demo.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
     demo.add_argument("--out", default="demo_out")
@@ -425,8 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from ytdnn.data.schema import DataError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "nproc", None) is not None:  # a train command: maybe several processes
+            return _data_parallel(args, argv)
         return args.func(args)
     except (DataError, FileNotFoundError, ValueError) as err:
         print(f"ytdnn: error: {err}", file=sys.stderr)

@@ -63,14 +63,19 @@ class Recommender:
     """Holds a fitted CandidateGenerator and, optionally, a fitted Ranker."""
 
     def __init__(self, candidates: CandidateGenerator, ranker: Ranker | None = None, num_candidates: int = 500,
-                 settings: TwoStageConfig | None = None):
+                 settings: TwoStageConfig | None = None, fast_path: bool = False):
         """settings: the configuration both stages were trained with, recorded in the model
-        directory (default: what the stages themselves hold)."""
+        directory (default: what the stages themselves hold).
+        fast_path: rank with every item's share of the ranker's first layer precomputed
+        (``Ranker.rank_candidates(fast=True)``): the same lists, scores equal up to float
+        rounding (~1e-6 relative); what ``ytdnn serve`` uses. Off by default, so evaluations
+        reproduce their recorded figures to the last digit."""
         if not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
         if ranker is not None:
             ranker.featurizer_.check_generator(candidates)
         self.candidates, self.ranker, self.num_candidates = candidates, ranker, num_candidates
+        self.fast_path = fast_path
         self.settings = _settings_of(candidates, ranker, num_candidates, settings)
         self.timings_: dict[str, float] = {}  # seconds per stage of the last call
         self._item_matrix: tuple[np.ndarray, np.ndarray] | None = None
@@ -109,7 +114,8 @@ class Recommender:
         if self.ranker is not None:
             known = None if streams is None else gen.user_rows(users)
             final = self.ranker.rank_candidates(gen, gen.streams_ if streams is None else streams, rows,
-                                                candidates, scores, ranks, now, timings, known)
+                                                candidates, scores, ranks, now, timings, known,
+                                                fast=self.fast_path)
             stage = "ranker"
         else:
             final, stage = np.where(candidates > 0, scores, -np.inf), "candidates"
@@ -213,8 +219,9 @@ class Recommender:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, num_candidates: int | None = None) -> Recommender:
-        """A two-stage directory, or a candidates directory (with an optional ranker/ inside).
+    def load(cls, directory: str | Path, num_candidates: int | None = None, fast_path: bool = False) -> Recommender:
+        """A two-stage directory, or a candidates directory (with an optional ranker/ inside);
+        fast_path as in ``Recommender``.
 
         Both stages must lie inside ``directory`` and any failure is a ModelDirError (a
         ValueError) naming the directory and the file (ytdnn.modeldir).
@@ -235,7 +242,10 @@ class Recommender:
             md.current = ranker_dir or CONFIG  # a ranker trained for another generator
             rec = cls(generator, ranker, n, settings)
         # the caller's num_candidates is no fault of the directory: its error is raised as is
-        return rec if num_candidates is None else cls(generator, ranker, num_candidates, settings)
+        if num_candidates is not None:
+            rec = cls(generator, ranker, num_candidates, settings)
+        rec.fast_path = fast_path
+        return rec
 
 
 def _settings_of(candidates: CandidateGenerator, ranker, num_candidates: int,

@@ -58,6 +58,7 @@ from ytdnn.samples.ratings import (
 from ytdnn.samples.streams import EventStreams
 from ytdnn.train.batches import private_rng
 from ytdnn.train.config import TrainConfig
+from ytdnn.train.distributed import current_shard
 from ytdnn.train.loop import History, fit
 
 FORMAT_VERSION = 2  # 2: the rating heads (config "ratings", sizes rating_levels / rating_mean)
@@ -69,6 +70,9 @@ _CONFIG_SCHEMA = {  # config.json of a ranker directory (what save writes)
 }
 _BAG_SCHEMA = {"format_version": int, "kind": str, "members": int}  # members: member-0/, ...
 SCORE = CONTINUOUS_FEATURES.index("candidate_score")  # the raw column that feeds the score skip
+# rank_candidates(fast=True) keeps every item's share of the first layer: [V, W1] float32, 100 MB
+# for 100k items and 256 units. Past 1 GiB it is not built: the candidates' share is computed.
+ITEM_SIDE_MAX_BYTES = 1 << 30
 
 
 class Ranker:
@@ -164,7 +168,7 @@ class Ranker:
 
         def batches(epoch: int, rng_torch: torch.Generator):
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
-            return examples.batches(self.train_cfg.batch_size, rng)
+            return examples.batches(self.train_cfg.batch_size, rng, current_shard())  # this process's part
 
         self.history_: History = fit(
             self.model_, self.train_cfg, batches,
@@ -330,7 +334,8 @@ class Ranker:
     @torch.no_grad()
     def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
                         scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
-                        timings: dict | None = None, known_users: np.ndarray | None = None) -> np.ndarray:
+                        timings: dict | None = None, known_users: np.ndarray | None = None,
+                        fast: bool = False) -> np.ndarray:
         """Expected watch time exp(logit) of each candidate: float64 [B, N]; -inf where candidates == 0.
 
         user_rows [B] stream rows; candidates [B, N] generator item ids (0 = empty slot);
@@ -338,6 +343,9 @@ class Ranker:
         timings: filled with the seconds of "ranker_features" and "ranker_model" when given.
         known_users: [B] the generator's user rows (0 = unknown), which find each user's earlier
         impressions, when ``streams`` are not the generator's own (fresh histories); default user_rows.
+        fast: read the items' share of the first layer from a table built on first use
+        (``item_side_table``, issue 21) instead of computing it per candidate; the same logits up
+        to float rounding.
         """
         start = time.perf_counter()
         b, n = candidates.shape
@@ -355,11 +363,33 @@ class Ranker:
         middle = time.perf_counter()
         eval_mode(self.model_)
         out = np.full((b, n), -np.inf)
-        out[valid] = self.model_.expected_watch_time(batch).double().numpy()
+        table = self._serving_tables(generator) if fast else None
+        if table is None:
+            out[valid] = self.model_.expected_watch_time(batch).double().numpy()
+        else:
+            out[valid] = torch.exp(self.model_.serving_logits(batch, table)).double().numpy()
         if timings is not None:
             timings["ranker_features"] = middle - start
             timings["ranker_model"] = time.perf_counter() - middle
         return out
+
+    def _serving_tables(self, generator) -> torch.Tensor | None:
+        """What the fast path keeps, built on its first call: the recent watches of every item
+        at the default serving time (the featurizer's), and the model's ``item_side_table`` over
+        the ranker's items, returned (None where it does not apply or would pass
+        ITEM_SIDE_MAX_BYTES)."""
+        cached = getattr(self, "_item_side_cache", None)
+        if cached is None or cached[0] is not self.model_:
+            self.featurizer_.keep_recent_watches(generator.featurizer_.window_end_ + 1)
+            m, f = self.model_, self.featurizer_.item_features_
+            table = None
+            if (self.rating_cfg is None and m.item_side_ready()
+                    and len(f.categorical_ids_) * m.tower[0].out_features * 4 <= ITEM_SIDE_MAX_BYTES):
+                eval_mode(m)
+                table = m.item_side_table(torch.from_numpy(f.categorical_ids_), torch.from_numpy(f.category_ids_),
+                                          torch.from_numpy(f.category_offsets_))
+            cached = self._item_side_cache = (self.model_, table)
+        return cached[1]
 
     def _serving_batch(self, generator, streams: EventStreams, q: Queries, score: np.ndarray,
                        rank: np.ndarray):
@@ -517,14 +547,15 @@ class RankerBag:
 
     def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
                         scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
-                        timings: dict | None = None, known_users: np.ndarray | None = None) -> np.ndarray:
+                        timings: dict | None = None, known_users: np.ndarray | None = None,
+                        fast: bool = False) -> np.ndarray:
         """Ranker.rank_candidates of every member combined: float64 [B, N], -inf at empty slots.
         timings: each stage's seconds summed over the members."""
         total, logs = {}, []
         for ranker in self.rankers:
             member: dict = {}
             ewt = ranker.rank_candidates(generator, streams, user_rows, candidates, scores, ranks, now,
-                                         member, known_users)
+                                         member, known_users, fast)
             logs.append(np.log(np.where(ewt > 0, ewt, 1.0)))
             for stage, seconds in member.items():
                 total[stage] = total.get(stage, 0.0) + seconds

@@ -24,14 +24,22 @@ from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.pipeline import KIND, Recommender
 from ytdnn.ranking import Ranker, RankerBag
 from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
+from ytdnn.train.distributed import is_main
 
 
 def fit_candidates(dataset, config: TwoStageConfig | None = None, out_dir: str | Path | None = None,
-                   on_log=None, auto: bool = False) -> CandidateGenerator:
+                   on_log=None, auto: bool = False, examples: str | Path | None = None) -> CandidateGenerator:
     """The candidate generator of ``config`` fit on the dataset, its index built. ``auto``: first
     choose among ``AUTO_CHOICES`` on the log's own validation split (``choose``); the chosen
-    settings and every choice's figures are in ``generator.selection_["auto"]``."""
+    settings and every choice's figures are in ``generator.selection_["auto"]``. ``examples``: a
+    `ytdnn prepare` directory to train from, streamed (``CandidateGenerator.fit_prepared``)."""
     config = config or TwoStageConfig()
+    if examples is not None:
+        if auto:
+            raise ValueError("--auto chooses on the log itself; it cannot train from prepared examples")
+        return CandidateGenerator(**config.generator_kwargs()).fit_prepared(
+            examples, dataset.watches, dataset.searches, dataset.users, items=dataset.items,
+            out_dir=out_dir, on_log=on_log).build_index(config.pipeline.index)
     chosen = None
     if auto:
         config, chosen = choose(dataset, config, on_log)
@@ -148,6 +156,8 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
     # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
     ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir)
     rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config)
+    if not is_main():  # a data-parallel job: rank 0 writes
+        return rec
     if elsewhere:
         rec.save(out)
         return rec
@@ -169,5 +179,6 @@ def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, au
         config = config.with_settings(generator.selection_["auto"]["settings"])
     rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker"),
                       config.pipeline.num_candidates, settings=config)
-    rec.save(out)
+    if is_main():  # a data-parallel job: rank 0 writes
+        rec.save(out)
     return rec

@@ -77,6 +77,11 @@ def test_records_of_one_result_merge_into_one_row():
     assert markdown_table(parts).splitlines()[2] == "| d | p | m | 0.1000 | 0.3000 |  |  |"
 
 
+def test_counts_print_as_integers_and_rates_to_four_decimals():
+    counts = [Record("b", "d", "p", "m", {"errors": 0, "num_requests": 12004, "p99_ms": 23.84})]
+    assert markdown_table(counts).splitlines()[2] == "| d | p | m | 0 | 12004 | 23.8400 |  |  |"
+
+
 def test_format_table_aligns_columns():
     lines = format_table(records()).splitlines()
     assert lines[0].split() == [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import BAIT, GOOD, clickbait_world
+from clickbait import BAIT, GOOD, clickbait_world
 
 from ytdnn.eval.metrics import weighted_per_user_loss
 from ytdnn.models.ranker import TOWER_PRESETS, RankerConfig, RankerModel, RankerSizes, tower_widths
@@ -44,7 +44,7 @@ def _odds_by_kind(ranker, generator, held_out):
 
 def test_weighted_training_serves_expected_watch_time(weighted, generator, held_out):
     _, good, bait = _odds_by_kind(weighted, generator, held_out)
-    # learned odds sum(T) / (N - k): 25 for good items, 4 for bait (conftest's docstring)
+    # learned odds sum(T) / (N - k): 25 for good items, 4 for bait (clickbait.py's docstring)
     assert 15 < good < 40 and 2 < bait < 7
     assert good / bait > 3
 

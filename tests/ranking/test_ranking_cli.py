@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from ytdnn.cli import main
 
 CANDIDATES = ["--set", "embedding_dim=8", "--set", "output_dim=8", "--set", "depth=0",
@@ -11,13 +9,6 @@ CANDIDATES = ["--set", "embedding_dim=8", "--set", "output_dim=8", "--set", "dep
               "--set", "train.progress=false"]
 RANKER = ["ranker.tower=none", "ranker_train.max_epochs=1", "ranker_train.progress=false",
           "ranker_train.batch_size=512"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    assert main(["data", "synth", "--preset", "tiny", "--out", str(out)]) == 0
-    return out
 
 
 def test_train_all_then_recommend(data_dir, tmp_path, capsys):

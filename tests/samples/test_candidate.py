@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from ytdnn.samples.candidate import CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.streams import Featurizer
@@ -169,3 +170,41 @@ def test_unordered_serving_bag_is_every_watch_of_the_user():
     batch = serving_batch(f.streams(watches), ExampleConfig(max_watch_history=3), f.users_.encode(pa.array([2])))
     own = sorted(r["item_id"] for r in watches.to_pylist() if r["user_id"] == 2)
     assert sorted(f.items_.decode(bags(batch)[0][0])) == own
+
+
+@pytest.mark.parametrize("lag", [0, 500, 1000, 20_000])
+def test_search_lag_withholds_the_searches_just_before_the_label(lag):
+    """Paper §3.4 (issue 20): with search_lag_s = L, a label at t sees only the search tokens
+    strictly before t - L (never another user's, however large L)."""
+    watches, searches = random_log(seed=6)
+    f = Featurizer().fit(watches, searches)
+    cfg = ExampleConfig(max_search_history=50, max_examples_per_user=None, search_lag_s=lag)
+    got = all_examples(CandidateExamples(f.streams(watches, searches), cfg, f))
+    rows = watches.to_pylist()
+    token_rows = sorted(enumerate(searches.to_pylist()), key=lambda x: (x[1]["timestamp"], x[0]))
+    withheld = 0
+    for user_row, label, _, search_bag, _ in got:
+        user = f.users_.decode([user_row])[0]
+        item = f.items_.decode([label])[0]
+        t = next(r["timestamp"] for r in rows if r["user_id"] == user and r["item_id"] == item)
+        tokens = [tok for _, s in token_rows if s["user_id"] == user and s["timestamp"] < t - lag
+                  for tok in _tokens(s["query"])]
+        assert f.tokens_.decode(search_bag) == tokens[-50:]
+        withheld += any(s["user_id"] == user and t - lag <= s["timestamp"] < t for _, s in token_rows)
+    assert (withheld > 0) == (lag > 0)  # the log has searches inside the lag, so the lag bites
+
+
+def test_search_lag_does_not_touch_serving():
+    """Serving sees every search up to now: the lag shapes training only."""
+    watches, searches = random_log(seed=7)
+    f = Featurizer().fit(watches, searches)
+    streams = f.streams(watches, searches)
+    users = np.arange(1, streams.num_users)
+    lagged = serving_batch(streams, ExampleConfig(search_lag_s=10_000), users)
+    plain = serving_batch(streams, ExampleConfig(), users)
+    assert torch.equal(lagged.search_ids, plain.search_ids) and len(plain.search_ids) > 0
+
+
+def test_search_lag_must_not_be_negative():
+    with pytest.raises(ValueError, match="search_lag_s"):
+        ExampleConfig(search_lag_s=-1)

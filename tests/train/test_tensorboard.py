@@ -27,13 +27,6 @@ def scalars(tb_dir) -> dict[str, list[float]]:
     return {tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    assert main(["data", "synth", "--preset", "tiny", "--out", str(out)]) == 0
-    return out
-
-
 def test_train_candidates_then_ranker_write_their_curves(data_dir, tmp_path, capsys):
     model = tmp_path / "cands"
     assert main(["train", "candidates", "--data", str(data_dir), "--out", str(model), *flags(CANDIDATES)]) == 0

@@ -108,7 +108,8 @@ class WorldConfig(Config):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> WorldConfig:
-        """``tiny`` (tests), ``small`` (demo), ``large`` (benchmarks), then ``overrides``."""
+        """``tiny`` (tests), ``small`` (demo), ``large`` (benchmarks), ``scale-1m|5m|20m`` (the
+        scale benchmark), then ``overrides``."""
         if name not in PRESETS:
             raise ValueError(f"unknown world preset {name!r}; known: {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
@@ -206,4 +207,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_geos": 20,
         "page_rate": 0.08,
     },
+}
+# scale-1m, scale-5m, scale-20m (bench/scale.py): the "large" world's items and rates, with users
+# growing with the log (50 watches each), so every stage's work grows with the log alone. Too
+# large to hold at once: `ytdnn data synth --chunked` (ytdnn.data.synthetic_chunked) writes them.
+SCALE_WATCHES_PER_USER = 50
+PRESETS |= {
+    f"scale-{n}m": {**PRESETS["large"], "num_watches": n * 1_000_000, "num_users": n * 1_000_000 // SCALE_WATCHES_PER_USER}
+    for n in (1, 5, 20)
 }

@@ -68,6 +68,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _metric(value: Any) -> str:
+    """Counts (requests, errors) as integers, rates and scores to 4 decimals."""
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
 def _pairs(values: dict[str, Any]) -> str:
     """'fit=1.2, eval=0.3'; nested values (a validation curve) stay in the JSON only."""
     return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items() if not isinstance(v, (dict, list)))
@@ -90,9 +95,7 @@ def _rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         if row["skipped"]:
             cells = ["–"] * len(metric_names) + ["", f"skipped: {row['skipped']}"]
         else:
-            cells = [
-                f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "" for m in metric_names
-            ]
+            cells = [_metric(row["metrics"][m]) if m in row["metrics"] else "" for m in metric_names]
             cells.append(_pairs(row["seconds"]))
             cells.append(_pairs(row["params"]))
         rows.append([dataset, protocol, model, *cells])

@@ -63,9 +63,15 @@ class Vocabulary:
         column = _as_token_column(values)
         if column.type == pa.null():
             raise ValueError("cannot fit a Vocabulary on no values: the token type is unknown")
-        token_type = _token_type(column.type)
         counted = pc.value_counts(pc.drop_null(column))
-        table = pa.table({"token": counted.field("values"), "count": counted.field("counts")})
+        return self.fit_counts(counted.field("values"), counted.field("counts"), _token_type(column.type))
+
+    def fit_counts(self, tokens: Any, counts: Any, token_type: TokenType | None = None) -> Vocabulary:
+        """Fit on values already counted (a distributed group-by): distinct ``tokens`` [N] and
+        their ``counts`` [N]. The same vocabulary as ``fit`` on the values themselves."""
+        tokens = _as_token_column(tokens)
+        token_type = token_type or _token_type(tokens.type)
+        table = pa.table({"token": tokens, "count": pa.chunked_array([pa.array(np.asarray(counts, np.int64))])})
         table = table.filter(pc.greater_equal(table["count"], self.min_count))
         order = pc.sort_indices(table, sort_keys=[("count", "descending"), ("token", "ascending")])
         if self.max_size is not None:

@@ -146,18 +146,7 @@ class RankerModel(nn.Module):
 
     def outputs(self, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logits [B], the tower's last hidden layer [B, H]) that the rating heads read."""
-        user_side = [
-            self.item_table(batch.watch_ids, batch.watch_offsets),  # [B or C, E] mean of watched items
-            self.item_table(batch.last_ids, batch.last_offsets),  # [B or C, E] the last watch
-        ]
-        if self.rated_table is not None:  # [B or C, E] rating-weighted bag (samples/ratings.py)
-            weights = getattr(batch, "rated_weights", None)
-            if weights is None:
-                raise ValueError("this ranker reads a rated bag: its batches need rated_weights")
-            user_side.append(self.rated_table(batch.watch_ids, batch.watch_offsets, per_sample_weights=weights))
-        user_side += [emb(batch.user_categorical[:, j]) for j, emb in enumerate(self.user_embeddings)]
-        user_side.append(batch.user_continuous)  # [B or C, Fu]
-        user = torch.cat(user_side, dim=1)  # [B or C, U]
+        user = self._user_inputs(batch)  # [B or C, U]
         context = batch.row_context  # None, or [B] the context row of each impression
         item = F.embedding(batch.items, self.item_table.weight, padding_idx=0)  # [B, E]
         pair = []  # [B, *] inputs of the pair itself, after [item, user] in the tower's input
@@ -178,6 +167,78 @@ class RankerModel(nn.Module):
         if self.score_weight is not None:
             logits = logits + self.score_weight * batch.prior
         return logits, hidden
+
+    def _user_inputs(self, batch: RankingBatch) -> torch.Tensor:
+        """The user side of the tower's input, [B or C, U]: watched bag, last watch (, rated
+        bag), user categorical embeddings, user continuous features."""
+        user_side = [
+            self.item_table(batch.watch_ids, batch.watch_offsets),  # [B or C, E] mean of watched items
+            self.item_table(batch.last_ids, batch.last_offsets),  # [B or C, E] the last watch
+        ]
+        if self.rated_table is not None:  # [B or C, E] rating-weighted bag (samples/ratings.py)
+            weights = getattr(batch, "rated_weights", None)
+            if weights is None:
+                raise ValueError("this ranker reads a rated bag: its batches need rated_weights")
+            user_side.append(self.rated_table(batch.watch_ids, batch.watch_offsets, per_sample_weights=weights))
+        user_side += [emb(batch.user_categorical[:, j]) for j, emb in enumerate(self.user_embeddings)]
+        user_side.append(batch.user_continuous)  # [B or C, Fu]
+        return torch.cat(user_side, dim=1)
+
+    # ---- serving with the items' share of the first layer precomputed (issue 21) ----------------
+
+    def item_side_ready(self) -> bool:
+        """Whether ``item_side_table`` applies: a tower with hidden layers, no interactions (whose
+        item x bag products are not the item's alone)."""
+        return bool(self.cfg.hidden_widths) and not self.cfg.interactions
+
+    @torch.no_grad()
+    def item_side_table(self, item_categorical: torch.Tensor, category_ids: torch.Tensor,
+                        category_offsets: torch.Tensor, chunk: int = 16_384) -> torch.Tensor:
+        """[V, W1]: every item's share of the first layer, bias included: its id embedding, its
+        categorical embeddings and its category bag through their columns of the weight.
+
+        item_categorical [V, Ci]; category_ids [M] + category_offsets [V + 1]: every item's bag. At
+        serving a candidate's first layer is then this row + the user's share (once per context)
+        + the continuous block's, which is all that is computed per candidate."""
+        first, (e, u, item, _) = self.tower[0], self.input_blocks()
+        w_item = torch.cat([first.weight[:, :e], first.weight[:, e + u : e + u + item]], dim=1)
+        v = len(item_categorical)
+        out = torch.empty(v, first.out_features)
+        for a in range(0, v, chunk):
+            b = min(a + chunk, v)
+            ids = torch.arange(a, b)
+            bag = self.category_bag(category_ids[category_offsets[a] : category_offsets[b]],
+                                    category_offsets[a:b] - category_offsets[a])
+            parts = [F.embedding(ids, self.item_table.weight, padding_idx=0)]
+            parts += [emb(item_categorical[a:b, j]) for j, emb in enumerate(self.item_embeddings)]
+            out[a:b] = F.linear(torch.cat([*parts, bag], dim=1), w_item, first.bias)
+        return out
+
+    @torch.no_grad()
+    def serving_logits(self, batch: RankingBatch, item_side: torch.Tensor) -> torch.Tensor:
+        """logits [B] as ``forward`` computes them (up to float rounding), for a batch with
+        ``row_context``, the items' share of the first layer read from ``item_side`` [V, W1]."""
+        first, (e, u, _, c) = self.tower[0], self.input_blocks()
+        user = self._user_inputs(batch)  # [C, U]
+        # index_select, not x[index]: torch's advanced indexing took ~0.5 ms per 500 x 256 gather
+        h = item_side.index_select(0, batch.items)  # [B, W1]
+        h += F.linear(user, first.weight[:, e : e + u]).index_select(0, batch.row_context)
+        h.addmm_(batch.continuous, first.weight[:, first.in_features - c :].t().contiguous())
+        for layer in self.tower[1:-1]:  # ReLU in place: a new [B, W1] tensor costs its page faults
+            h = torch.relu_(h) if isinstance(layer, nn.ReLU) else layer(h)
+        logits = self.tower[-1](h).squeeze(1)
+        if self.score_weight is not None:
+            logits = logits + self.score_weight * batch.prior
+        return logits
+
+    def input_blocks(self) -> tuple[int, int, int, int]:
+        """Widths of the tower's input blocks, in order: the item's id embedding, the user side,
+        the item's own features (categorical embeddings, category bag), the continuous block.
+        (With ``interactions`` the user block's width counts their columns too.)"""
+        e = self.item_table.embedding_dim
+        item = sum(emb.embedding_dim for emb in self.item_embeddings) + self.category_bag.embedding_dim
+        continuous = self.sizes.num_continuous
+        return e, self.tower[0].in_features - e - item - continuous, item, continuous
 
     def _first_layer(self, item, user, pair, context) -> torch.Tensor:
         """The tower's first linear layer over [item, user, *pair] with the user block [C, U]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ytdnn.samples.candidate import assemble_batch
+from ytdnn.samples.sharding import Shard
 from ytdnn.samples.streams import EventStreams, window_positions, windows
 
 # "Time since" of something that never happened: longer than any real gap in any time unit
@@ -167,10 +168,11 @@ class RankingExamples:
             self.continuous[idx], self.labels[idx], self.weights[idx], prior=self.prior[idx],
         )
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[RankingBatch]:
+    def batches(self, batch_size: int, rng: np.random.Generator, shard: Shard | None = None) -> Iterator[RankingBatch]:
+        """One epoch in random order; ``shard``: this process's part of each global batch."""
         order = rng.permutation(len(self))
-        for start in range(0, len(order), batch_size):
-            yield self.batch(order[start : start + batch_size])
+        for idx in (shard or Shard()).cut(order, batch_size):
+            yield self.batch(idx)
 
 
 # ---- "strictly earlier" counts ------------------------------------------------------------------
@@ -182,19 +184,25 @@ def earlier_events(
     """For each query, the events with its key strictly before its time: how many, and the last time.
 
     event_keys, event_times [E]; query_keys, query_times [Q] (int64) -> counts int64 [Q],
-    last float64 [Q] (NaN where the count is 0). Keys and times are replaced by their dense ranks
-    so one int64 (key, time) code sorts both, whatever their range.
+    last float64 [Q] (NaN where the count is 0). The events' keys and times are replaced by their
+    dense ranks, so one int64 (key, time) code sorts both whatever their range; a query finds its
+    codes by binary search. Only the E events are sorted, never the Q queries: at serving Q is a
+    page of hundreds of candidates per user against a history of tens of events.
     """
-    n = len(event_keys)
-    _, key_code = np.unique(np.concatenate([event_keys, query_keys]), return_inverse=True)
-    time_values, time_code = np.unique(np.concatenate([event_times, query_times]), return_inverse=True)
-    span = max(len(time_values), 1)
-    code = key_code.astype(np.int64) * span + time_code
-    events = np.sort(code[:n])  # [E]
-    below = np.searchsorted(events, code[n:], side="left")  # events with (key, time) < query's
-    first = np.searchsorted(events, key_code[n:].astype(np.int64) * span, side="left")
-    counts = (below - first).astype(np.int64)
+    counts = np.zeros(len(query_keys), np.int64)
     last = np.full(len(query_keys), np.nan)
+    if len(event_keys) == 0 or len(query_keys) == 0:
+        return counts, last
+    keys, key_code = np.unique(event_keys, return_inverse=True)  # [K], [E]
+    time_values, time_code = np.unique(event_times, return_inverse=True)  # [T], [E]
+    span = len(time_values) + 1  # a query's time code may be T: after every event
+    events = np.sort(key_code.astype(np.int64) * span + time_code)  # [E]
+    key_start = np.r_[0, np.cumsum(np.bincount(key_code, minlength=len(keys)))]  # [K + 1] in events
+    q_key = np.searchsorted(keys, query_keys)  # [Q] the query key's rank, where it is an event key
+    found = keys[np.minimum(q_key, len(keys) - 1)] == query_keys
+    q_time = np.searchsorted(time_values, query_times, side="left")  # event times strictly before
+    below = np.searchsorted(events, q_key * span + q_time, side="left")  # (key, time) < query's
+    counts[found] = (below - key_start[q_key])[found]
     has = counts > 0
     last[has] = time_values[events[below[has] - 1] % span]
     return counts, last

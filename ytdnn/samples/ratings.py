@@ -27,6 +27,7 @@ import torch
 
 from ytdnn.config import Config
 from ytdnn.samples.ranking import FeatureTables, RankingBatch, assemble_ranking_batch, group_rows
+from ytdnn.samples.sharding import Shard
 from ytdnn.samples.streams import EventStreams, windows
 
 RATING_FEATURES = ("bag_mean_rating", "bag_size")
@@ -235,7 +236,7 @@ class RatedExamples:
             self.watch_end[idx], self.continuous[idx], self.labels[idx], self.weights[idx],
             self.ratings[idx], share_contexts=True, prior=self.prior[idx], fill=self.fill)
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[RatedBatch]:
+    def batches(self, batch_size: int, rng: np.random.Generator, shard: Shard | None = None) -> Iterator[RatedBatch]:
         """One epoch: the contexts in random order, each one's examples together (in random
         order), cut every batch_size examples. A batch builds each context's bags once for all
         its examples (about 50 on ml-1m): most of a step's work when every example had its own."""
@@ -243,5 +244,5 @@ class RatedExamples:
         distinct, inverse = np.unique(group, return_inverse=True)
         rank = rng.permutation(len(distinct))[inverse]  # [N] the random position of its context
         order = np.lexsort((rng.random(len(self)), rank))
-        for start in range(0, len(order), batch_size):
-            yield self.batch(order[start : start + batch_size])
+        for idx in (shard or Shard()).cut(order, batch_size):  # ``shard``: this process's part
+            yield self.batch(idx)

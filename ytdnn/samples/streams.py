@@ -7,6 +7,7 @@ gathers the last <= H events before that point with one vectorized index computa
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,28 @@ class Featurizer:
             self.window_start_ = self.window_end_ = 0
             self.example_age_ = None
         return self
+
+    def fit_counted(self, ordered: bool, items: tuple, users: tuple, tokens: tuple | None,
+                    user_features: UserFeatureEncoder, window: tuple[int, int],
+                    example_age: QuantileNormalizer | None) -> Featurizer:
+        """Fit from parts counted elsewhere, e.g. in one distributed pass (ytdnn.scale.spark):
+        items, users, tokens: (distinct ids [N], counts [N]) as ``Vocabulary.fit_counts`` takes
+        them; window: (first, last) timestamp; example_age: fitted on the watches' ages."""
+        self.ordered_ = ordered
+        self.items_ = Vocabulary(max_size=self.max_items).fit_counts(*items)
+        self.users_ = Vocabulary().fit_counts(*users)
+        self.tokens_ = None if tokens is None else Vocabulary(max_size=self.max_tokens).fit_counts(*tokens)
+        self.user_features_ = user_features
+        self.window_start_, self.window_end_ = window
+        self.example_age_ = example_age
+        return self
+
+    def for_users(self, user_ids: pa.ChunkedArray | pa.Array) -> Featurizer:
+        """A copy whose user rows cover only ``user_ids`` (the users of one partition), so the
+        streams of a few users are not as long as the whole user vocabulary."""
+        part = copy.copy(self)
+        part.users_ = Vocabulary().fit(user_ids)
+        return part
 
     def example_age(self, age_seconds) -> np.ndarray:
         """Example ages [N] (seconds before the end of the training window) -> float32 [N] in

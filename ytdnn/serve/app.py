@@ -71,6 +71,9 @@ class ServeState:
         self.metrics.serving(model.version)
         self.batcher = RecommendBatcher(store, config.history_limit, config.max_batch_size,
                                         self.metrics.on_batch)
+        # called with the new model after each successful reload: under `ytdnn serve --workers`
+        # it passes the reload on to every other worker (ytdnn.serve.workers)
+        self.after_reload = None
 
 
 def _check_store_fits(store: EventStore, model: ServingModel) -> None:
@@ -340,4 +343,6 @@ def reload_model(state: ServeState, model_dir: str | Path | None = None):
     state.metrics.reloads.labels("ok").inc()
     state.metrics.serving(new.version)
     log.info("reloaded: %s -> %s", old.version, new.version)
+    if state.after_reload is not None:
+        state.after_reload(new)
     return old, new

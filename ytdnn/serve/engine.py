@@ -47,6 +47,10 @@ class ServeConfig(Config):
     max_batch_size: int = 16  # /recommend requests answered by one model call (micro-batching)
     popular_half_life_days: float = 7.0
     num_candidates: int | None = None  # retrieved and ranked per request; None: the model's own
+    # The ranker reads every item's share of its first layer from a table built at load
+    # (Recommender.fast_path; issue 21): the same lists, scores equal up to float rounding.
+    # False serves through the reference path, kept for comparison (`ytdnn serve --reference-path`).
+    fast_path: bool = True
     num_threads: int | None = 1  # torch intra-op threads for `ytdnn serve` to set at start: one
     # inference thread, so 1 leaves the other core to the HTTP event loop. The setting is
     # process-wide, so only the entry point applies it; the library never does (None: leave it)
@@ -87,7 +91,8 @@ class ServingModel:
         self.config = config or ServeConfig()
         self.model_dir = Path(model_dir).absolute()  # not resolved: a reload of a symlink such
         # as models/current follows it to wherever it points then
-        self.recommender = Recommender.load(self.model_dir, num_candidates=self.config.num_candidates)
+        self.recommender = Recommender.load(self.model_dir, num_candidates=self.config.num_candidates,
+                                            fast_path=self.config.fast_path)  # tables: built by the warm-up
         gen = self.recommender.candidates
         f = gen.featurizer_
         self.user_type, self.item_type = f.users_.token_type_, f.items_.token_type_

@@ -20,20 +20,23 @@ import numpy as np
 import torch
 
 
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A 63-bit seed for (seed, epoch, stream); SeedSequence mixes them so nearby inputs differ."""
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
+def epoch_seed(seed: int, epoch: int, stream: int = 0, rank: int = 0) -> int:
+    """A 63-bit seed for (seed, epoch, stream[, rank]); SeedSequence mixes them so nearby inputs
+    differ. Rank 0 draws what a single process draws."""
+    entropy = [seed, epoch, stream] + ([rank] if rank else [])
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return int(state >> np.uint64(1))
 
 
-def seed_epoch(seed: int, epoch: int, device: torch.device | None = None) -> torch.Generator:
-    """Seed torch's global generator for `epoch` (the CPU's, and `device`'s when it is a CUDA
-    device: dropout and negative sampling draw from it); returns the generator for shuffling the
-    epoch's batches. Call it inside ``private_rng(device)``, which undoes the seeding."""
-    torch.default_generator.manual_seed(epoch_seed(seed, epoch, 1))
+def seed_epoch(seed: int, epoch: int, device: torch.device | None = None, rank: int = 0) -> torch.Generator:
+    """Seed torch's global generator for `epoch` and data-parallel `rank` (the CPU's, and
+    `device`'s when it is a CUDA device: dropout and negative sampling draw from it, differently
+    on each rank); returns the generator for shuffling the epoch's batches, the same on every rank
+    so that all cut the same epoch. Call it inside ``private_rng(device)``, which undoes the seeding."""
+    torch.default_generator.manual_seed(epoch_seed(seed, epoch, 1, rank))
     if device is not None and device.type == "cuda":
         with torch.cuda.device(device):
-            torch.cuda.manual_seed(epoch_seed(seed, epoch, 1))
+            torch.cuda.manual_seed(epoch_seed(seed, epoch, 1, rank))
     return torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
 
 

@@ -20,6 +20,7 @@ RNG state is not stored: `fit` reseeds every generator at the start of each epoc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -104,6 +105,42 @@ def save_checkpoint(
     return final
 
 
+@dataclasses.dataclass
+class CheckpointParts:
+    """A checkpoint read into memory, not yet applied: what rank 0 of a data-parallel job
+    broadcasts to the others (``ytdnn.train.distributed``), so only rank 0 reads the files.
+
+    document: state.json; model, optimizer: the tensors of model.safetensors and
+    optimizer.safetensors; best: best.safetensors, or None when the best weights are the model's.
+    """
+
+    document: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    best: dict[str, torch.Tensor] | None = None
+
+
+def read_checkpoint(out_dir: str | Path) -> CheckpointParts | None:
+    """The last checkpoint under out_dir, read but not applied; None when there is none."""
+    path = latest_checkpoint(out_dir)
+    if path is None:
+        return None
+    best_file = path / "best.safetensors"
+    return CheckpointParts(_read_document(path), load_tensors(path / "model.safetensors"),
+                           load_tensors(path / "optimizer.safetensors"),
+                           load_tensors(best_file) if best_file.is_file() else None)
+
+
+def apply_checkpoint(
+    parts: CheckpointParts, model: nn.Module, optimizer: Optimizer | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Load ``parts`` into model (and optimizer); returns (state, best_state) as load_checkpoint."""
+    model.load_state_dict(parts.model, strict=True)
+    if optimizer is not None:
+        _optimizer_from_parts(optimizer, parts.optimizer, parts.document["optimizer"])
+    return {**parts.document["loop"], "epoch": parts.document["epoch"]}, parts.best
+
+
 def load_checkpoint(
     out_dir: str | Path, model: nn.Module, optimizer: Optimizer | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
@@ -112,17 +149,8 @@ def load_checkpoint(
     Returns (state, best_state): the dict given to save_checkpoint with "epoch" added, and the
     best weights when they were stored apart from the model's (else None).
     """
-    path = latest_checkpoint(out_dir)
-    if path is None:
-        return None
-    document = _read_document(path)
-    model.load_state_dict(load_tensors(path / "model.safetensors"), strict=True)
-    if optimizer is not None:
-        tensors = load_tensors(path / "optimizer.safetensors")
-        _optimizer_from_parts(optimizer, tensors, document["optimizer"])
-    best_file = path / "best.safetensors"
-    best_state = load_tensors(best_file) if best_file.is_file() else None
-    return {**document["loop"], "epoch": document["epoch"]}, best_state
+    parts = read_checkpoint(out_dir)
+    return None if parts is None else apply_checkpoint(parts, model, optimizer)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

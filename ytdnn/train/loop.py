@@ -22,6 +22,12 @@ from these (or from generators seeded from `generator`), not from numpy's or Pyt
 generators, which fit never seeds. fit leaves the process as it found it: torch's global
 generators are restored when it returns (`private_rng`), and so are the thread count and the
 deterministic-algorithms switch, which it sets only while it runs.
+
+Data parallelism: inside a torchrun job (``ytdnn.train.distributed.process_group``) the same fit
+runs on every rank. train_batches then yields this rank's part of each global batch of
+cfg.batch_size examples (callers cut it with ``distributed.current_shard()``), the gradient is
+all-reduced to that of the global batch, the global generator is seeded per rank, and only rank 0
+validates, checkpoints, logs and draws the progress bar; History holds the global figures.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from tqdm.auto import tqdm
 from ytdnn.train import checkpoint
 from ytdnn.train.batches import count_examples, private_rng, seed_epoch, to_device
 from ytdnn.train.config import TRAJECTORY_SETTINGS, TrainConfig
+from ytdnn.train.distributed import DataParallel, broadcast_checkpoint, is_main
 from ytdnn.train.optim import (
     Optimizer,
     clip_grad_norm,
@@ -135,28 +142,30 @@ def fit(
         raise ValueError(f"cfg.monitor={cfg.monitor!r} needs a validate function")
     if cfg.lr_schedule != "constant" and num_examples is None:
         raise ValueError(f"lr_schedule={cfg.lr_schedule!r} needs num_examples to know its length")
-    loss_fn = loss_fn or _model_loss
     optimizer = make_optimizer(model, cfg)
     total_steps = None
     if num_examples is not None:
         total_steps = cfg.max_epochs * math.ceil(num_examples / cfg.batch_size)
     run = _start(model, optimizer, cfg, out_dir, resume)
     device = _model_device(model)
+    parallel = DataParallel(model, loss_fn or _model_loss)  # one process: no communication
+    main = parallel.is_main
 
-    with _torch_settings(cfg), private_rng(device), _Logger(cfg, out_dir, on_log) as logger:
+    with _torch_settings(cfg), private_rng(device), _Logger(cfg, out_dir, on_log, main) as logger:
         for epoch in range(len(run.history.epochs), cfg.max_epochs):
             if run.history.stopped_early:
                 break  # a resumed run that had already stopped
-            generator = seed_epoch(cfg.seed, epoch, device)
+            generator = seed_epoch(cfg.seed, epoch, device, parallel.shard.index)
             batches = train_batches(epoch, generator)
             # 1) lr   2) forward + loss   3) backward + clip + step   5) log: per step, inside
-            record = _train_epoch(model, optimizer, cfg, run, loss_fn, batches, epoch,
+            record = _train_epoch(model, optimizer, cfg, run, parallel, batches, epoch,
                                   total_steps, num_examples, logger)
-            # 4) end of epoch: validate, early-stopping bookkeeping, best weights, checkpoint
-            record["val"] = _validation_metrics(model, validate)
+            # 4) end of epoch: validate (rank 0, its metrics broadcast so every rank takes the
+            #    same early-stopping decision), best weights, checkpoint (rank 0)
+            record["val"] = parallel.from_main(lambda: _validation_metrics(model, validate))
             run.history.epochs.append(record)
             _track_best(run, cfg, model, epoch, record["val"])
-            if out_dir is not None:
+            if out_dir is not None and main:
                 _save(out_dir, model, optimizer, cfg, run, epoch)
             logger.epoch(record, run.history)
 
@@ -166,7 +175,7 @@ def fit(
 
 
 def _train_epoch(
-    model: nn.Module, optimizer: Optimizer, cfg: TrainConfig, run: _Run, loss_fn: LossFn,
+    model: nn.Module, optimizer: Optimizer, cfg: TrainConfig, run: _Run, parallel: DataParallel,
     batches: Iterable[Any], epoch: int, total_steps: int | None, num_examples: int | None,
     logger: _Logger,
 ) -> dict[str, Any]:
@@ -174,24 +183,33 @@ def _train_epoch(
     model.train()
     device = _model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    show = cfg.progress and parallel.is_main
     bar = tqdm(total=num_examples, desc=f"epoch {epoch + 1}/{cfg.max_epochs}", unit="ex",
-               unit_scale=True, disable=None if cfg.progress else True, dynamic_ncols=True)
+               unit_scale=True, disable=None if show else True, dynamic_ncols=True)
     # Losses are summed on the device and read every log_every steps: no sync per step.
     epoch_loss, window_loss = torch.zeros((), device=device), torch.zeros((), device=device)
     examples = window_examples = 0
     lr = learning_rate(cfg, run.step, total_steps)
     start = time.perf_counter()
-    for batch in batches:
+    iterator = iter(batches)
+    while True:
+        # 0) the next batch; with several ranks, every rank's examples of this step (an epoch
+        #    ends on all ranks together, when any has no batch left)
+        batch = next(iterator, None)
+        batch_size = None if batch is None else count_examples(batch)
+        step_examples = parallel.agree(batch_size)
+        if batch is None or step_examples is None:
+            break
         batch = to_device(batch, device)
-        batch_size = count_examples(batch)
         # 1) learning rate for this step
         lr = learning_rate(cfg, run.step, total_steps)
         set_learning_rate(optimizer, lr)
-        # 2) forward + loss
-        loss = loss_fn(model, batch)  # scalar: mean over the batch's examples
-        # 3) backward + clip + step
+        # 2) forward + loss: scalar, mean over this rank's examples; `objective` is scaled so
+        #    that the all-reduced gradient is the global batch's
+        loss, objective = parallel.loss(batch, batch_size, step_examples)
+        # 3) backward (+ all-reduce across ranks) + clip + step
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if cfg.grad_clip is not None:
             clip_grad_norm(params, cfg.grad_clip)
         optimizer.step()
@@ -200,19 +218,22 @@ def _train_epoch(
         window_loss += loss.detach() * batch_size
         examples += batch_size
         window_examples += batch_size
-        bar.update(batch_size)
+        bar.update(step_examples)
         # 5) every log_every steps, one log dict: progress bar, TensorBoard, on_log
         if run.step % cfg.log_every == 0:
             elapsed = time.perf_counter() - start
+            total_loss, total_window, total_examples = parallel.sum([window_loss, window_examples, examples])
             logger.step(bar, {"epoch": epoch, "step": run.step, "lr": lr,
-                              "loss": _finite(window_loss / window_examples, epoch, run.step),
-                              "examples_per_second": examples / max(elapsed, 1e-9)})
+                              "loss": _finite(total_loss / total_window, epoch, run.step),
+                              "examples_per_second": total_examples / max(elapsed, 1e-9)})
             window_loss, window_examples = torch.zeros((), device=device), 0
     seconds = time.perf_counter() - start
     bar.close()
+    total_loss, examples = parallel.sum([epoch_loss, examples])  # over all ranks
+    examples = int(examples)
     if examples == 0:
         raise ValueError(f"train_batches(epoch={epoch}, generator) yielded no examples")
-    return {"epoch": epoch, "train_loss": _finite(epoch_loss / examples, epoch, run.step),
+    return {"epoch": epoch, "train_loss": _finite(total_loss / examples, epoch, run.step),
             "examples": examples, "seconds": seconds,
             "examples_per_second": examples / max(seconds, 1e-9), "lr": lr, "step": run.step}
 
@@ -272,10 +293,11 @@ def _start(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
     """A fresh run, or the one checkpointed in out_dir (checked against cfg before loading)."""
     if out_dir is None or not resume:
         return _Run()
-    document = checkpoint.checkpoint_state(out_dir)
-    if document is None:
+    # rank 0 reads; the others receive its checkpoint (no shared filesystem needed)
+    parts = broadcast_checkpoint(checkpoint.read_checkpoint(out_dir) if is_main() else None)
+    if parts is None:
         return _Run()
-    saved = document["loop"]["config"]
+    saved = parts.document["loop"]["config"]
     changed = [k for k in TRAJECTORY_SETTINGS if saved.get(k) != getattr(cfg, k)]
     if changed:
         raise ValueError(
@@ -284,7 +306,7 @@ def _start(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
             "use another out_dir or resume=False"
         )
     try:
-        state, best_state = checkpoint.load_checkpoint(out_dir, model, optimizer)
+        state, best_state = checkpoint.apply_checkpoint(parts, model, optimizer)
     except RuntimeError as err:  # load_state_dict: the checkpoint's tensors have other names or shapes
         raise ValueError(
             f"the checkpoint in {out_dir} holds another model (other layers or vocabulary sizes: "
@@ -309,7 +331,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _finite(total: torch.Tensor, epoch: int, step: int) -> float:
+def _finite(total: float, epoch: int, step: int) -> float:
     value = float(total)
     if not math.isfinite(value):
         raise FloatingPointError(f"training loss is {value} at epoch {epoch}, step {step}; "
@@ -347,12 +369,13 @@ class _Logger:
     """Sends log dicts to the progress bar, TensorBoard (when enabled), on_log and `logging`."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path | None,
-                 on_log: Callable[[dict[str, Any]], None] | None):
-        self.on_log = on_log
+                 on_log: Callable[[dict[str, Any]], None] | None, main: bool = True):
+        self.on_log = on_log if main else None  # rank 0 alone reports for a data-parallel job
         self.writer = None
-        if cfg.tensorboard and out_dir is None:
+        self.main = main
+        if main and cfg.tensorboard and out_dir is None:
             log.warning("cfg.tensorboard is set but fit got no out_dir: no TensorBoard logs")
-        elif cfg.tensorboard:
+        elif main and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import, only when asked
 
             self.writer = SummaryWriter(log_dir=str(Path(out_dir) / TENSORBOARD_DIR))
@@ -376,6 +399,8 @@ class _Logger:
         self._scalars("val", record["val"], record["step"])
         if self.on_log is not None:
             self.on_log(record)
+        if not self.main:
+            return
         val = ", ".join(f"{name} {value:.4f}" for name, value in record["val"].items())
         log.info("epoch %d: loss %.4f, %.0f examples/s%s%s", record["epoch"], record["train_loss"],
                  record["examples_per_second"], f", {val}" if val else "",
