@@ -344,7 +344,7 @@ class Ranker:
         known_users: [B] the generator's user rows (0 = unknown), which find each user's earlier
         impressions, when ``streams`` are not the generator's own (fresh histories); default user_rows.
         fast: read the items' share of the first layer from a table built on first use
-        (``item_side_table``, issue 21) instead of computing it per candidate; the same logits up
+        (``item_side_table``) instead of computing it per candidate; the same logits up
         to float rounding.
         """
         start = time.perf_counter()

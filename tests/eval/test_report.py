@@ -139,3 +139,15 @@ def test_bench_runner_merge_keeps_other_records(tmp_path, monkeypatch):
     assert datasets == ["a", "b"]
     runner.main(["--only", "toy", "--out", str(tmp_path)])  # without --merge: this run only
     assert [r["dataset"] for r in json.loads((tmp_path / "toy.json").read_text())] == ["b"]
+
+
+def test_plain_bench_run_skips_the_benchmarks_run_only_by_name(tmp_path, monkeypatch):
+    from bench import __main__ as runner
+
+    ran = []
+    fake = {name: (lambda name=name: ran.append(name) or []) for name in ("toy", *runner.BY_NAME_ONLY)}
+    monkeypatch.setattr(runner, "BENCHMARKS", fake)
+    assert runner.main(["--out", str(tmp_path)]) == 0
+    assert ran == ["toy"]
+    assert runner.main(["--only", "scale", "--out", str(tmp_path)]) == 0
+    assert ran == ["toy", "scale"]

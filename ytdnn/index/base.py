@@ -184,7 +184,7 @@ class FaissIndex(ABC):
             if len(excluded_keys):
                 keys = rows[:, None] * num_items + positions  # [R, size]
                 # excluded_keys is sorted: a binary search per key, where np.isin sorts both
-                # again (a third of the search's time at serving, issue 21)
+                # again (a third of the search's time at serving)
                 at = np.searchsorted(excluded_keys, keys).clip(max=len(excluded_keys) - 1)
                 keep &= excluded_keys[at] != keys
             # stable: kept results move to the front in faiss's best-first order

@@ -184,7 +184,7 @@ class RankerModel(nn.Module):
         user_side.append(batch.user_continuous)  # [B or C, Fu]
         return torch.cat(user_side, dim=1)
 
-    # ---- serving with the items' share of the first layer precomputed (issue 21) ----------------
+    # ---- serving with the items' share of the first layer precomputed ---------------------------
 
     def item_side_ready(self) -> bool:
         """Whether ``item_side_table`` applies: a tower with hidden layers, no interactions (whose

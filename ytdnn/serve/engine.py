@@ -48,7 +48,7 @@ class ServeConfig(Config):
     popular_half_life_days: float = 7.0
     num_candidates: int | None = None  # retrieved and ranked per request; None: the model's own
     # The ranker reads every item's share of its first layer from a table built at load
-    # (Recommender.fast_path; issue 21): the same lists, scores equal up to float rounding.
+    # (Recommender.fast_path): the same lists, scores equal up to float rounding.
     # False serves through the reference path, kept for comparison (`ytdnn serve --reference-path`).
     fast_path: bool = True
     num_threads: int | None = 1  # torch intra-op threads for `ytdnn serve` to set at start: one
