@@ -6,10 +6,10 @@ for CUDA tensors). Nothing else changes for the caller of ``fit``: the loop asks
 
 - which part of the data this process reads (``current_shard``: each global batch of
   cfg.batch_size examples is cut into N parts, ``ytdnn.samples.sharding.Shard``);
-- how to step (``DataParallel``): the loss runs through DistributedDataParallel, whose gradient
-  all-reduce covers the sparse embedding tables too (gloo all-reduces sparse tensors: every rank
-  receives the union of the rows touched anywhere, summed identically), so RowAdam and Adam apply
-  the same update on every rank. Each rank's mean loss is scaled by its share of the step's
+- how to step (``DataParallel``): the loss runs through DistributedDataParallel, which all-reduces
+  the dense gradients; the sparse embedding tables' gradients are gathered row-wise after backward
+  (``reduce_sparse``: every rank receives the union of the rows touched anywhere, summed
+  identically), so RowAdam and Adam apply the same update on every rank. Each rank's mean loss is scaled by its share of the step's
   examples, so the reduced gradient is that of the global batch's mean loss, whatever the split;
 - what only rank 0 does: read and write checkpoints (``broadcast_checkpoint`` hands the one read
   to the others), validate (``from_main``: the metrics, hence the early-stopping decision, are
@@ -98,7 +98,7 @@ class DataParallel:
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor]):
         self.shard = current_shard()
         self.model, self.loss_fn = model, loss_fn
-        self.ddp = None
+        self.ddp, self.sparse = None, []
         if self.shard.count > 1:
             device = next(model.parameters()).device
             # forward_sync_buffers=False: the ranks' buffers are equal (no batch-norm statistics here),
@@ -106,8 +106,15 @@ class DataParallel:
             # a traversal of the graph per step: both models put every parameter in every loss
             # (the ranker's rating heads included); a model that does not fails at its second
             # step with DDP's error naming the unused parameters.
+            objective = _Objective(model, loss_fn)
+            # The sparse tables' gradients are reduced by reduce_sparse, not by DDP: DDP's sparse
+            # all-reduce on gloo crashed rank 0 (SIGSEGV in backward) on ml-100k with sampled
+            # negatives, where the ranks' gradients touch different numbers of rows.
+            self.sparse = [(n, p) for n, p in objective.named_parameters() if _has_sparse_grad(objective, n)]
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                objective, [n for n, _ in self.sparse])
             self.ddp = nn.parallel.DistributedDataParallel(
-                _Objective(model, loss_fn), device_ids=[device] if device.type == "cuda" else None,
+                objective, device_ids=[device] if device.type == "cuda" else None,
                 forward_sync_buffers=False, find_unused_parameters=False)
 
     @property
@@ -140,6 +147,31 @@ class DataParallel:
         scale = num_examples * self.shard.count / total
         return loss, (loss * scale if scale != 1.0 else loss)
 
+    def reduce_sparse(self) -> None:
+        """After backward: every sparse table's gradient becomes the mean over the ranks of theirs,
+        identical on every rank. Each rank's rows (indices [n_r], values [n_r, D]) are gathered in
+        rank order and summed by one coalesce, so every rank adds the same numbers in the same
+        order."""
+        for _, param in self.sparse:
+            grad = param.grad
+            if grad is not None and not grad.is_sparse:  # a table also used densely (tied weights)
+                dist.all_reduce(grad)
+                grad /= self.shard.count
+                continue
+            if grad is None:
+                grad = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.int64),
+                                               param.new_zeros(0, *param.shape[1:]), param.shape)
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+            counts = _all_gather(torch.tensor([len(rows)]))
+            longest = int(max(counts))
+            all_rows = _all_gather(_padded(rows, longest))
+            all_values = _all_gather(_padded(values, longest))
+            rows = torch.cat([r[: int(c)] for r, c in zip(all_rows, counts)])
+            values = torch.cat([v[: int(c)] for v, c in zip(all_values, counts)])
+            param.grad = torch.sparse_coo_tensor(rows[None], values / self.shard.count, param.shape,
+                                                 check_invariants=False).coalesce()
+
     def sum(self, values: list[float | torch.Tensor]) -> list[float]:
         """Element-wise sums over the ranks (one all-reduce), as floats."""
         flat = torch.tensor([float(v) for v in values], dtype=torch.float64)
@@ -152,6 +184,24 @@ class DataParallel:
         if self.ddp is None:
             return compute()
         return broadcast_json(compute() if self.is_main else None)
+
+
+def _has_sparse_grad(module: nn.Module, name: str) -> bool:
+    """Whether parameter ``name`` of ``module`` belongs to an embedding with sparse gradients."""
+    owner = module.get_submodule(name.rpartition(".")[0])
+    return isinstance(owner, (nn.Embedding, nn.EmbeddingBag)) and owner.sparse
+
+
+def _padded(x: torch.Tensor, length: int) -> torch.Tensor:
+    """x [n, ...] zero-padded to [length, ...] (all_gather needs equal shapes)."""
+    return torch.cat([x, x.new_zeros(length - len(x), *x.shape[1:])]) if len(x) < length else x
+
+
+def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's x, in rank order."""
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x)
+    return out
 
 
 def broadcast_json(value: Any) -> Any:

@@ -210,6 +210,7 @@ def _train_epoch(
         # 3) backward (+ all-reduce across ranks) + clip + step
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        parallel.reduce_sparse()
         if cfg.grad_clip is not None:
             clip_grad_norm(params, cfg.grad_clip)
         optimizer.step()
