@@ -219,9 +219,11 @@ class Recommender:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, num_candidates: int | None = None, fast_path: bool = False) -> Recommender:
+    def load(cls, directory: str | Path, num_candidates: int | None = None, fast_path: bool = False,
+             history: bool = True) -> Recommender:
         """A two-stage directory, or a candidates directory (with an optional ranker/ inside);
-        fast_path as in ``Recommender``.
+        fast_path as in ``Recommender``; history=False reads no training history (history.npz):
+        the caller brings the histories of the users it scores (ytdnn.scale.score).
 
         Both stages must lie inside ``directory`` and any failure is a ModelDirError (a
         ValueError) naming the directory and the file (ytdnn.modeldir).
@@ -232,11 +234,11 @@ class Recommender:
                 config = md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)
                 if config["num_candidates"] < 1:
                     raise md.error(f"num_candidates must be >= 1, got {config['num_candidates']}")
-                generator = CandidateGenerator.load(md.folder(config["candidates"]))
+                generator = CandidateGenerator.load(md.folder(config["candidates"]), history)
                 ranker_dir, n = config["ranker"], config["num_candidates"]
                 settings = TwoStageConfig.from_dict(config["settings"])
             else:  # a candidate generator's own directory
-                generator = CandidateGenerator.load(directory)
+                generator = CandidateGenerator.load(directory, history)
                 ranker_dir, n, settings = ("ranker" if md.has("ranker/config.json") else None), 500, None
             ranker = load_ranker(md.folder(ranker_dir)) if ranker_dir is not None else None
             md.current = ranker_dir or CONFIG  # a ranker trained for another generator

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ytdnn.pipeline import Recommender
-from ytdnn.scale.score import history_rows, load_scorer, score_local, score_partition
+from ytdnn.scale.score import history_rows, score_local, score_partition
 
 
 def test_recommendations_are_the_recommenders_for_every_user(two_stage_model, tmp_path):
@@ -33,9 +33,9 @@ def test_user_and_item_vectors_are_the_models(two_stage_model, tmp_path):
 
 
 def test_a_partition_needs_only_its_users_rows(two_stage_model):
-    whole = load_scorer(two_stage_model)
+    whole = Recommender.load(two_stage_model)
     [everyone] = list(history_rows(whole.candidates, 10_000))
-    without_history = load_scorer(two_stage_model, history=False)
+    without_history = Recommender.load(two_stage_model, history=False)
     assert without_history.candidates.streams_ is None
     parts = [score_partition(without_history, "recommendations", rows) for rows in history_rows(whole.candidates, 37)]
     assert pa.concat_tables(parts).equals(score_partition(whole, "recommendations", everyone))

@@ -7,7 +7,7 @@ Users are scored in partitions. A partition holds its users' rows of the model's
 (``CandidateGenerator.with_streams``): the same code as serving (``user_vectors``,
 ``Recommender.recommend_batch``). The local engine runs it on chunks of users in this process,
 the Spark engine (``ytdnn.scale.spark_score``) inside ``mapInArrow``, the model loaded once per
-partition without the training history (``load_scorer``), so the outputs are the same.
+partition without the training history (``Recommender.load(history=False)``), so the outputs are the same.
 
 Outputs (one Parquet file, or a folder of part files from Spark):
     users            user_id, vector list<float32> [d]
@@ -17,7 +17,6 @@ Outputs (one Parquet file, or a folder of part files from Spark):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,30 +26,14 @@ import pyarrow.parquet as pq
 import torch
 
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.configuration import TwoStageConfig
 from ytdnn.features.vocab import ARROW_TYPES
-from ytdnn.pipeline import KIND as RECOMMENDER_KIND
 from ytdnn.pipeline import Recommender
-from ytdnn.ranking import load_ranker
 from ytdnn.samples.prepared import fixed_lists, list_matrix
 from ytdnn.samples.streams import EventStreams
 
 WHAT = ("users", "items", "recommendations")
 USERS_PER_PARTITION = 50_000  # local engine's chunk, and the Spark engine's partition size
 _LISTS = ("watch_items", "watch_times", "tokens", "token_times")
-
-
-def load_scorer(model: str | Path, history: bool = True) -> Recommender:
-    """The Recommender of a model directory (two-stage or candidates only); history=False reads
-    no history.npz: partitions bring their users' histories (``score_partition``)."""
-    model = Path(model)
-    config = json.loads((model / "config.json").read_text())
-    if config.get("kind") != RECOMMENDER_KIND:
-        ranker = load_ranker(model / "ranker") if (model / "ranker" / "config.json").exists() else None
-        return Recommender(CandidateGenerator.load(model, history=history), ranker)
-    generator = CandidateGenerator.load(model / config["candidates"], history=history)
-    ranker = load_ranker(model / config["ranker"]) if config["ranker"] else None
-    return Recommender(generator, ranker, config["num_candidates"], TwoStageConfig.from_dict(config["settings"]))
 
 
 def item_vectors(rec: Recommender) -> pa.Table:
@@ -107,7 +90,7 @@ def score_partition(rec: Recommender, what: str, rows: pa.Table, k: int = 10, ba
 
 def score_local(model: str | Path, what: str, out: str | Path, k: int = 10) -> int:
     """Write ``what`` of a model directory to the Parquet file ``out``; returns its rows."""
-    rec = load_scorer(model, history=what != "items")
+    rec = Recommender.load(model, history=what != "items")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if what == "items":

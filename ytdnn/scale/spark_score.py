@@ -6,7 +6,7 @@ What runs where:
   ``users_per_partition`` users; item vectors are scored on the driver (a few MB for 1M items).
 - executors: the model directory reaches them through ``SparkContext.addFile`` (Spark's file
   broadcast: item vectors and index included); each partition loads it once, without the
-  training history (``load_scorer(history=False)``), and scores only the users it holds.
+  training history (``Recommender.load(history=False)``), and scores only the users it holds.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ytdnn.pipeline import Recommender
 from ytdnn.scale.score import (
     USERS_PER_PARTITION,
     history_rows,
     item_vectors,
-    load_scorer,
     score_partition,
 )
 from ytdnn.scale.spark import arrow_only, spark_schema
@@ -41,11 +41,11 @@ def score_spark(spark, model: str | Path, what: str, out: str | Path, k: int = 1
 
     model, out = Path(model).resolve(), Path(out)
     if what == "items":
-        table = item_vectors(load_scorer(model, history=False))
+        table = item_vectors(Recommender.load(model, history=False))
         with arrow_only():
             spark.createDataFrame(table).coalesce(1).write.mode("overwrite").parquet(str(out))
         return table.num_rows
-    rec = load_scorer(model)
+    rec = Recommender.load(model)
     staging = Path(tempfile.mkdtemp(prefix="ytdnn-history-", dir=out.parent if out.parent.exists() else None))
     try:
         for i, rows in enumerate(history_rows(rec.candidates, users_per_partition)):
@@ -61,7 +61,7 @@ def score_spark(spark, model: str | Path, what: str, out: str | Path, k: int = 1
             batches = list(batches)
             if not batches:
                 return
-            scorer = load_scorer(SparkFiles.get(name), history=False)  # once per partition
+            scorer = Recommender.load(SparkFiles.get(name), history=False)  # once per partition
             yield from score_partition(scorer, what, pa.Table.from_batches(batches), k).to_batches()
 
         users = spark.read.parquet(str(staging))
