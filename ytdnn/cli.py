@@ -80,7 +80,8 @@ def _settings(args: argparse.Namespace):
 
     config = TwoStageConfig.load(args.config) if args.config else TwoStageConfig()
     shortcuts = {"pipeline.index": getattr(args, "index", None),
-                 "pipeline.num_candidates": getattr(args, "num_candidates", None)}
+                 "pipeline.num_candidates": getattr(args, "num_candidates", None),
+                 "pipeline.sources": getattr(args, "sources", None)}
     config = config.with_settings({k: v for k, v in shortcuts.items() if v is not None})
     return config.with_settings(_parse_overrides(args.set))
 
@@ -384,6 +385,12 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
                              "(a bare key when one section has it); `ytdnn config show` lists them")
 
 
+def _sources_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", default=None, metavar="NAME[:N],...",
+                        help="candidate sources blended for the ranker: generator (always), ease, cooc, "
+                             "popular; N = candidates each adds (default 100) (pipeline.sources)")
+
+
 def _config_show(args: argparse.Namespace) -> int:
     from ytdnn.configuration import TwoStageConfig
     from ytdnn.modeldir import ModelDir
@@ -456,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranker.add_argument("--model", required=True, help="candidates (or two-stage) model directory")
     ranker.add_argument("--out", default=None, help="write a two-stage model here (default: MODEL/ranker)")
     _settings_flags(ranker)
+    _sources_flag(ranker)
     _parallel_flags(ranker)
     ranker.set_defaults(func=_train_ranker)
 
@@ -467,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     both.add_argument("--num-candidates", type=int, default=None,
                       help="candidates ranked per request (pipeline.num_candidates)")
     both.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"], help="(pipeline.index)")
+    _sources_flag(both)
     _parallel_flags(both)
     both.set_defaults(func=_train_all)
 

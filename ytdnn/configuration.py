@@ -22,6 +22,7 @@ from ytdnn.candidates import DEFAULT_TRAIN
 from ytdnn.config import Config, parse_setting
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
+from ytdnn.retrieval.blend import parse_sources
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.impressions import ImpressionConfig
 from ytdnn.train.config import TrainConfig
@@ -35,12 +36,17 @@ class PipelineConfig(Config):
     index: str = "auto"  # nearest-neighbour index: auto = exact up to 100k items, IVF beyond
     max_items: int | None = 1_000_000  # the generator's item vocabulary: top N by watches (§3.5)
     max_tokens: int | None = 1_000_000  # the generator's search-token vocabulary: top N (§3.5)
+    # Candidate sources beside the generator, "name[:n]" comma-separated: ease, cooc (item
+    # co-occurrence), popular; each adds its top n (default 100) to the ranker's candidates, and
+    # the ranker reads which sources nominated a candidate, their scores and ranks (paper §4).
+    sources: str = ""
 
     def validate(self) -> None:
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if self.index not in INDEXES:
             raise ValueError(f"index must be one of {list(INDEXES)}, got {self.index!r}")
+        parse_sources(self.sources)  # a malformed list fails here, not after training
         for name in ("max_items", "max_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be None or >= 1")

@@ -9,6 +9,8 @@ A model directory holds both stages and nothing executable:
     config.json        {"kind": "ytdnn.recommender", "num_candidates": 500, ...}
     candidates/        the candidate generator's model directory (ytdnn.candidates)
     ranker/            the ranker's model directory (ytdnn.ranker), when there is one
+    sources.json       the other candidate sources (retrieval.blend), when there are, each in
+    sources/NAME/      its own folder (ytdnn.retrieval.store)
 
 ``load`` also accepts a candidate generator's own directory, with the ranker (if any) in its
 ``ranker/`` subfolder: that is what ``ytdnn train ranker --model DIR`` writes next to an existing
@@ -36,9 +38,14 @@ from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
 from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.ranking import Ranker, load_ranker
+from ytdnn.retrieval.base import Context
+from ytdnn.retrieval.blend import Sources, blend
+from ytdnn.retrieval.generator import GeneratorSource
+from ytdnn.retrieval.store import load_source, save_source
 
 FORMAT_VERSION = 2  # 2: config.json records the settings of both stages (TwoStageConfig)
 KIND = "ytdnn.recommender"
+SOURCES = "sources.json"  # the other candidate sources, when there are: [{name, dir, candidates}]
 _CONFIG_SCHEMA = {  # config.json of a two-stage directory; the stages' folders, relative to it
     "format_version": int, "kind": str, "num_candidates": int, "candidates": str,
     "ranker": str | None, "settings": dict,
@@ -49,7 +56,7 @@ _CONFIG_SCHEMA = {  # config.json of a two-stage directory; the stages' folders,
 class Recommendation:
     """Top k for one user. item_ids [k] original ids; scores [k]; stages [k] ("ranker" or
     "candidates"); candidate_scores [k] generator logits; candidate_ranks [k] 1-based positions
-    in the retrieved list."""
+    in the retrieved list; sources [k] the names of the candidate sources that nominated each item."""
 
     user: Any
     item_ids: np.ndarray
@@ -57,24 +64,33 @@ class Recommendation:
     stages: np.ndarray
     candidate_scores: np.ndarray
     candidate_ranks: np.ndarray
+    sources: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
 
 
 class Recommender:
     """Holds a fitted CandidateGenerator and, optionally, a fitted Ranker."""
 
     def __init__(self, candidates: CandidateGenerator, ranker: Ranker | None = None, num_candidates: int = 500,
-                 settings: TwoStageConfig | None = None, fast_path: bool = False):
+                 settings: TwoStageConfig | None = None, fast_path: bool = False, sources: Sources | None = None):
         """settings: the configuration both stages were trained with, recorded in the model
         directory (default: what the stages themselves hold).
         fast_path: rank with every item's share of the ranker's first layer precomputed
         (``Ranker.rank_candidates(fast=True)``): the same lists, scores equal up to float
         rounding (~1e-6 relative); what ``ytdnn serve`` uses. Off by default, so evaluations
-        reproduce their recorded figures to the last digit."""
+        reproduce their recorded figures to the last digit.
+        sources: more candidate sources beside the generator, (Retriever, n_s) each
+        (``retrieval.blend``): each adds its top n_s to the generator's num_candidates, and the
+        ranker, which must have been trained with the same sources, reads their view."""
         if not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+        self.candidates, self.ranker, self.num_candidates = candidates, ranker, num_candidates
+        self.sources = list(sources or [])
         if ranker is not None:
             ranker.featurizer_.check_generator(candidates)
-        self.candidates, self.ranker, self.num_candidates = candidates, ranker, num_candidates
+            wanted = ranker.featurizer_.source_names_
+            given = tuple(s.name for s, _ in self.blend_sources()) if self.sources else ()
+            if wanted != given:
+                raise ValueError(f"the ranker was trained with the sources {list(wanted)}, given {list(given)}")
         self.fast_path = fast_path
         self.settings = _settings_of(candidates, ranker, num_candidates, settings)
         self.timings_: dict[str, float] = {}  # seconds per stage of the last call
@@ -111,11 +127,14 @@ class Recommender:
         if np.ndim(now) not in (0, 1) or (np.ndim(now) == 1 and len(now) != len(users)):
             raise ValueError(f"now must be one time or one per user ({len(users)}), got shape {np.shape(now)}")
         rows, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings, streams)
+        view = None
+        if self.sources:
+            candidates, scores, ranks, view = self._blend(rows, candidates, now, timings, streams)
         if self.ranker is not None:
             known = None if streams is None else gen.user_rows(users)
             final = self.ranker.rank_candidates(gen, gen.streams_ if streams is None else streams, rows,
                                                 candidates, scores, ranks, now, timings, known,
-                                                fast=self.fast_path)
+                                                fast=self.fast_path, view=view)
             stage = "ranker"
         else:
             final, stage = np.where(candidates > 0, scores, -np.inf), "candidates"
@@ -126,10 +145,12 @@ class Recommender:
         for b, user in enumerate(users):
             top = order[b][np.isfinite(final[b, order[b]])]
             ids = gen.featurizer_.items_.decode(candidates[b, top])
+            names = [("generator",)] * len(top) if view is None else \
+                [tuple(n for n, on in zip(view.names, flags) if on) for flags in view.nominated[b, top]]
             out.append(Recommendation(
                 user=user, item_ids=np.array(ids, dtype=id_type),
                 scores=final[b, top], stages=np.full(len(top), stage), candidate_scores=scores[b, top],
-                candidate_ranks=top + 1))
+                candidate_ranks=top + 1, sources=names))
         timings["select"] = time.perf_counter() - start
         self.timings_ = timings
         return out
@@ -178,6 +199,28 @@ class Recommender:
         timings["candidate_ranks"] = time.perf_counter() - start
         return rows, candidates, scores, ranks
 
+    def blend_sources(self) -> Sources:
+        """The generator (nominating num_candidates) followed by the other sources."""
+        return [(GeneratorSource(self.candidates), self.num_candidates), *self.sources]
+
+    def _blend(self, rows: np.ndarray, candidates: np.ndarray, now: np.ndarray, timings: dict, streams=None):
+        """The generator's candidates [B, n] and every other source's top n_s, merged
+        (``retrieval.blend``): -> candidates [B, N], the generator's scores and corpus ranks
+        [B, N] (as ``candidate_features`` computes them for training pages) and the SourceView."""
+        start = time.perf_counter()
+        gen = self.candidates
+        ctx = Context.whole(gen.streams_ if streams is None else streams, rows, now)
+        merged, view = blend(self.blend_sources(), ctx, [candidates] + [None] * len(self.sources))
+        items, bias = self._items()
+        full = gen.user_vectors(rows, streams=streams) @ items[1:].T + bias[1:]  # [B, V - 1] every real item
+        scores = np.take_along_axis(full, np.maximum(merged - 1, 0), axis=1).astype(np.float64)
+        ordered = np.sort(full, axis=1)
+        above = np.stack([len(f) - np.searchsorted(f, s, side="right") for f, s in zip(ordered, scores)])
+        scores = np.where(merged > 0, scores, -np.inf)
+        ranks = np.where(merged > 0, above + 1, len(items) - 1).astype(np.float64)
+        timings["blend"] = time.perf_counter() - start
+        return merged, scores, ranks, view
+
     def _watched_above(self, vectors: np.ndarray, watched: list[np.ndarray], scores: np.ndarray) -> np.ndarray:
         """[B, n] how many of each user's watched items score above each candidate."""
         items, bias = self._items()
@@ -212,11 +255,20 @@ class Recommender:
         self.candidates.save(directory / "candidates")
         if self.ranker is not None:
             self.ranker.save(directory / "ranker")
+        self.save_sources(directory)
         config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_candidates": self.num_candidates,
                   "candidates": "candidates", "ranker": "ranker" if self.ranker is not None else None,
                   "settings": self.settings.to_dict()}
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
+
+    def save_sources(self, directory: Path) -> None:
+        """Write the other candidate sources and sources.json into ``directory`` (none: nothing)."""
+        if self.sources:
+            listing = [{"name": src.name, "dir": f"sources/{src.name}", "candidates": n} for src, n in self.sources]
+            for (src, _), entry in zip(self.sources, listing):
+                save_source(src, directory / entry["dir"])
+            (directory / SOURCES).write_text(json.dumps(listing, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, num_candidates: int | None = None, fast_path: bool = False,
@@ -241,13 +293,32 @@ class Recommender:
                 generator = CandidateGenerator.load(directory, history)
                 ranker_dir, n, settings = ("ranker" if md.has("ranker/config.json") else None), 500, None
             ranker = load_ranker(md.folder(ranker_dir)) if ranker_dir is not None else None
+            sources = _load_sources(md, generator)
             md.current = ranker_dir or CONFIG  # a ranker trained for another generator
-            rec = cls(generator, ranker, n, settings)
+            rec = cls(generator, ranker, n, settings, sources=sources)
         # the caller's num_candidates is no fault of the directory: its error is raised as is
         if num_candidates is not None:
-            rec = cls(generator, ranker, num_candidates, settings)
+            rec = cls(generator, ranker, num_candidates, settings, sources=sources)
         rec.fast_path = fast_path
         return rec
+
+
+def _load_sources(md: ModelDir, generator: CandidateGenerator) -> Sources:
+    """The other candidate sources listed in sources.json (none when it is absent)."""
+    if not md.has(SOURCES):
+        return []
+    listing = md.read_json(SOURCES)
+    md.current = SOURCES
+    if not isinstance(listing, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("dir"), str) and isinstance(e.get("candidates"), int)
+            and e["candidates"] >= 1 for e in listing):
+        raise md.error('must list {"name", "dir", "candidates" >= 1} per source')
+    sources = [(load_source(md.folder(e["dir"]), generator), e["candidates"]) for e in listing]
+    md.current = SOURCES
+    for (src, _), e in zip(sources, listing):
+        if src.name != e.get("name") or src.num_items != generator.featurizer_.num_items:
+            raise md.error(f"source {e.get('name')!r} in {e['dir']} is not over the generator's catalogue")
+    return sources
 
 
 def _settings_of(candidates: CandidateGenerator, ranker, num_candidates: int,

@@ -38,6 +38,7 @@ from ytdnn.features.ranking import Queries, RankingFeaturizer
 from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
+from ytdnn.retrieval.blend import Sources, SourceView, view_of_rows
 from ytdnn.samples.ranking import (
     CONTINUOUS_FEATURES,
     RankingExamples,
@@ -93,7 +94,7 @@ class Ranker:
     def fit(self, generator, impressions: pa.Table, watches: pa.Table | None = None,
             searches: pa.Table | None = None, users: pa.Table | None = None, items: pa.Table | None = None,
             validate=None, out_dir: str | Path | None = None, resume: bool = True, on_log=None,
-            log_impressions: bool | pa.Table = True) -> Ranker:
+            log_impressions: bool | pa.Table = True, sources: Sources | None = None) -> Ranker:
         """Train on ``impressions`` with features from ``generator`` (a fitted CandidateGenerator).
 
         watches / searches / users: the log the histories come from; None = the generator's own
@@ -101,6 +102,9 @@ class Ranker:
         the impressions were really shown, so they are kept for the churn feature. Pass False for
         impressions built from candidates: their pages overlap (one positive is a positive of
         several consecutive requests), so "shown before" would stand in for the label.
+        sources: candidate sources (``retrieval.blend``) over the generator's catalogue whose view
+        of each impression the ranker reads; serving must then pass their view of every
+        candidate (``rank_candidates(view=...)``).
         """
         streams = self.streams(generator, watches, searches, users)
         watched = watches.column("item_id") if watches is not None else _watched_ids(generator)
@@ -108,10 +112,10 @@ class Ranker:
         cfg = self.model_cfg
         self.featurizer_ = RankingFeaturizer(cfg.max_items, cfg.use_powers, cfg.num_quantiles).fit(
             item_ids, _shown(impressions, log_impressions), items,
-            generator.featurizer_.user_features_.to_dict())
+            generator.featurizer_.user_features_.to_dict(), tuple(s.name for s, _ in sources or ()))
         self.featurizer_.set_watch_log(self.featurizer_.item_map(generator)[streams.watch_items], streams.watch_times)
         queries = self._queries(generator, streams, impressions)
-        raw, binary = self._raw(generator, streams, queries, None)
+        raw, binary = self._raw(generator, streams, queries, None, sources)
         self.featurizer_.fit_normalizer(raw)
         examples = self._examples(generator, streams, impressions, queries, raw, binary)
         return self._train(self._sizes(generator), examples, validate, out_dir, resume, on_log)
@@ -267,9 +271,12 @@ class Ranker:
             imp_rows=self.featurizer_.impression_users_.encode(impressions.column("user_id")).copy(),
         )
 
-    def _raw(self, generator, streams, q: Queries, extra) -> tuple[np.ndarray, np.ndarray]:
+    def _raw(self, generator, streams, q: Queries, extra, sources: Sources | None = None) -> tuple[np.ndarray, np.ndarray]:
         score, rank = candidate_features(generator, streams, q.users, q.watch_end, q.token_end, q.gen_items)
-        return self.featurizer_.raw_features(generator, streams, q, score, rank, extra)
+        view = None
+        if sources:
+            view = view_of_rows(sources, streams, q.users, q.watch_end, q.token_end, q.times, q.gen_items)
+        return self.featurizer_.raw_features(generator, streams, q, score, rank, extra, view)
 
     def _examples(self, generator, streams, impressions, q: Queries, raw, binary) -> RankingExamples:
         clicked = impressions.column("clicked").to_numpy(zero_copy_only=False).astype(np.float32)
@@ -288,20 +295,21 @@ class Ranker:
         )
 
     def impression_examples(self, generator, impressions: pa.Table, watches=None, searches=None,
-                            users=None) -> RankingExamples:
+                            users=None, sources: Sources | None = None) -> RankingExamples:
         """Features of held-out impressions (they count in their own churn features, as logged)."""
-        streams, q, raw, binary = self._featurize(generator, impressions, watches, searches, users, False)
+        streams, q, raw, binary = self._featurize(generator, impressions, watches, searches, users, False, sources)
         return self._examples(generator, streams, impressions, q, raw, binary)
 
     def raw_features(self, generator, impressions: pa.Table, watches=None, searches=None, users=None,
-                     in_log: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     in_log: bool = True, sources: Sources | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw continuous [N, F] (CONTINUOUS_FEATURES) and binary [N, Fb] features of impressions.
 
         in_log: the impressions are the ranker's training impressions, already in its log.
         """
-        return self._featurize(generator, impressions, watches, searches, users, in_log)[2:]
+        return self._featurize(generator, impressions, watches, searches, users, in_log, sources)[2:]
 
-    def _featurize(self, generator, impressions, watches, searches, users, in_log: bool):
+    def _featurize(self, generator, impressions, watches, searches, users, in_log: bool,
+                   sources: Sources | None = None):
         self.featurizer_.check_generator(generator)
         streams = self.streams(generator, watches, searches, users)
         q = self._queries(generator, streams, impressions)
@@ -312,13 +320,13 @@ class Ranker:
             ids = impressions.column("user_id").to_numpy(zero_copy_only=False)[unseen]
             q.imp_rows[unseen] = len(self.featurizer_.impression_users_) + np.unique(ids, return_inverse=True)[1]
             extra = (q.imp_rows, q.items, q.times)
-        raw, binary = self._raw(generator, streams, q, extra)
+        raw, binary = self._raw(generator, streams, q, extra, sources)
         return streams, q, raw, binary
 
     def score_impressions(self, generator, impressions: pa.Table, watches=None, searches=None,
-                          users=None) -> np.ndarray:
+                          users=None, sources: Sources | None = None) -> np.ndarray:
         """Logits [N] of the impressions, in table order (exp of them: expected watch time)."""
-        examples = self.impression_examples(generator, impressions, watches, searches, users)
+        examples = self.impression_examples(generator, impressions, watches, searches, users, sources)
         return self.predict(examples)
 
     @torch.no_grad()
@@ -335,7 +343,7 @@ class Ranker:
     def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
                         scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
                         timings: dict | None = None, known_users: np.ndarray | None = None,
-                        fast: bool = False) -> np.ndarray:
+                        fast: bool = False, view: SourceView | None = None) -> np.ndarray:
         """Expected watch time exp(logit) of each candidate: float64 [B, N]; -inf where candidates == 0.
 
         user_rows [B] stream rows; candidates [B, N] generator item ids (0 = empty slot);
@@ -345,7 +353,8 @@ class Ranker:
         impressions, when ``streams`` are not the generator's own (fresh histories); default user_rows.
         fast: read the items' share of the first layer from a table built on first use
         (``item_side_table``) instead of computing it per candidate; the same logits up
-        to float rounding.
+        to float rounding. view: the candidate sources' view of the candidates ([B, N, S]), when
+        the ranker was trained with sources.
         """
         start = time.perf_counter()
         b, n = candidates.shape
@@ -359,7 +368,8 @@ class Ranker:
                     token_end=streams.token_offsets[users + 1],
                     imp_rows=self.featurizer_.impression_rows(
                         generator, users if known_users is None else np.asarray(known_users, np.int64)[row]))
-        batch = self._serving_batch(generator, streams, q, scores[valid], ranks[valid])
+        batch = self._serving_batch(generator, streams, q, scores[valid], ranks[valid],
+                                    None if view is None else view.rows(valid))
         middle = time.perf_counter()
         eval_mode(self.model_)
         out = np.full((b, n), -np.inf)
@@ -392,11 +402,11 @@ class Ranker:
         return cached[1]
 
     def _serving_batch(self, generator, streams: EventStreams, q: Queries, score: np.ndarray,
-                       rank: np.ndarray):
+                       rank: np.ndarray, view: SourceView | None = None):
         """The model's batch of Q queries (user-side inputs once per context) at serving."""
         f = self.featurizer_
         if self.rating_cfg is None:
-            raw, binary = f.raw_features(generator, streams, q, score, rank)
+            raw, binary = f.raw_features(generator, streams, q, score, rank, view=view)
             return assemble_ranking_batch(
                 f.tables(generator, streams), self.model_cfg.max_watch_history, q.users, q.items,
                 q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=raw[:, SCORE])
@@ -548,14 +558,14 @@ class RankerBag:
     def rank_candidates(self, generator, streams: EventStreams, user_rows: np.ndarray, candidates: np.ndarray,
                         scores: np.ndarray, ranks: np.ndarray, now: np.ndarray | int,
                         timings: dict | None = None, known_users: np.ndarray | None = None,
-                        fast: bool = False) -> np.ndarray:
+                        fast: bool = False, view: SourceView | None = None) -> np.ndarray:
         """Ranker.rank_candidates of every member combined: float64 [B, N], -inf at empty slots.
         timings: each stage's seconds summed over the members."""
         total, logs = {}, []
         for ranker in self.rankers:
             member: dict = {}
             ewt = ranker.rank_candidates(generator, streams, user_rows, candidates, scores, ranks, now,
-                                         member, known_users, fast)
+                                         member, known_users, fast, view)
             logs.append(np.log(np.where(ewt > 0, ewt, 1.0)))
             for stage, seconds in member.items():
                 total[stage] = total.get(stage, 0.0) + seconds

@@ -23,6 +23,8 @@ from ytdnn.eval.metrics import weighted_per_user_loss
 from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.pipeline import KIND, Recommender
 from ytdnn.ranking import Ranker, RankerBag
+from ytdnn.retrieval import CoocSource, EASESource, GeneratorSource, PopularSource
+from ytdnn.retrieval.blend import Sources, parse_sources
 from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
 from ytdnn.train.distributed import is_main
 
@@ -94,21 +96,25 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
     built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
     pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
     own = pages is generator  # else the features need the whole log, not the stacking generator's
+    # the other sources are stacked with the generator: fitted on the log the page generator saw
+    others = fit_sources(pages, config.pipeline.sources)
+    sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
     rankers, count = [], cfg.samples if built else 1  # logged pages are one sample: the log
     for k in range(count):
-        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown)
+        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown, sources)
         train = config.ranker_train.replace(seed=config.ranker_train.seed + k)
         member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
         log = (None, None, None) if own else (dataset.watches, dataset.searches, dataset.users)
         curves = train.tensorboard and member_dir is not None  # the metric costs a feature pass
         rankers.append(Ranker(config.ranker, train).fit(
             pages, impressions, *log, items=dataset.items, out_dir=member_dir,
-            validate=_training_page_loss(pages, impressions, *log) if curves else None,
-            log_impressions=False if shown is None else shown))
+            validate=_training_page_loss(pages, impressions, *log, sources) if curves else None,
+            log_impressions=False if shown is None else shown, sources=sources))
     return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
 
 
-def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, watches, searches, users):
+def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, watches, searches, users,
+                        sources=None):
     """validate(ranker) -> {"weighted_per_user_loss": ...} on the pages the ranker trains on, with the
     features it trains on: paper table 1's metric as a training curve. fit_ranker holds no pages
     out, so the curve shows how well the ranker orders its own pages, not how it generalises."""
@@ -121,7 +127,8 @@ def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, wa
         if not examples:
             # in_log=True: featurized as in Ranker.fit (impression_examples would count the pages
             # again in their own churn features, as for held-out pages)
-            streams, q, raw, binary = ranker._featurize(generator, impressions, watches, searches, users, True)
+            streams, q, raw, binary = ranker._featurize(generator, impressions, watches, searches, users, True,
+                                                        sources)
             examples.append(ranker._examples(generator, streams, impressions, q, raw, binary))
         return {"weighted_per_user_loss": weighted_per_user_loss(ranker.predict(examples[0]), clicked,
                                                                  watch_time, pages)}
@@ -129,15 +136,37 @@ def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, wa
     return validate
 
 
-def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None) -> pa.Table:
+def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None,
+                        sources=None) -> pa.Table:
     """Built pages and/or the logged impressions as one table, page ids kept apart."""
-    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users)] if built else []
+    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users,
+                                         sources=sources)] if built else []
     if logged is not None:
         first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
         dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
         parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
                                        pa.array(dense + first_page, pa.int64())))
     return pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
+
+
+def fit_sources(generator: CandidateGenerator, spec: str) -> Sources:
+    """The candidate sources of ``spec`` ("ease:200,cooc", ``PipelineConfig.sources``) other than
+    the generator, fitted on the generator's training streams, over its catalogue."""
+    out = []
+    for name, n in parse_sources(spec):
+        if name == "generator":  # always there, nominating pipeline.num_candidates
+            continue
+        if name not in SOURCE_KINDS:
+            raise ValueError(f"unknown candidate source {name!r}; known: {['generator', *SOURCE_KINDS]}")
+        out.append((SOURCE_KINDS[name](generator), n))
+    return out
+
+
+SOURCE_KINDS = {  # name -> a fitted source over a generator's catalogue
+    "ease": lambda g: EASESource().fit(g.streams_, g.featurizer_.num_items),
+    "cooc": lambda g: CoocSource().fit(g.streams_, g.featurizer_.num_items),
+    "popular": PopularSource.from_generator,
+}
 
 
 def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
@@ -155,7 +184,8 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
             ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
     # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
     ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir)
-    rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config)
+    sources = fit_sources(rec.candidates, (config or TwoStageConfig()).pipeline.sources)
+    rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config, sources=sources)
     if not is_main():  # a data-parallel job: rank 0 writes
         return rec
     if elsewhere:
@@ -164,6 +194,8 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
     with md.loading():
         document = md.read_json(CONFIG)  # a JSON object: Recommender.load checked it
     ranker.save(ranker_dir)
+    with md.loading():
+        rec.save_sources(md.path("."))
     if document.get("kind") == KIND:  # a two-stage directory: record the ranker and its settings
         document.update(ranker="ranker", settings=rec.settings.to_dict())
         md.path(CONFIG).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
@@ -178,7 +210,8 @@ def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, au
     if auto and generator.selection_["auto"]["chosen"] is not None:  # record what was trained
         config = config.with_settings(generator.selection_["auto"]["settings"])
     rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker"),
-                      config.pipeline.num_candidates, settings=config)
+                      config.pipeline.num_candidates, settings=config,
+                      sources=fit_sources(generator, config.pipeline.sources))
     if is_main():  # a data-parallel job: rank 0 writes
         rec.save(out)
     return rec

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,9 @@ from ytdnn.samples.ranking import (
     user_events,
 )
 from ytdnn.samples.streams import EventStreams, windows
+
+if TYPE_CHECKING:
+    from ytdnn.retrieval.blend import SourceView
 
 _FORMAT = "ytdnn.ranking_features"
 
@@ -69,12 +73,15 @@ class RankingFeaturizer:
         self._maps: dict[tuple[int, int], tuple[Vocabulary, Vocabulary, np.ndarray]] = {}
 
     def fit(self, item_ids: pa.ChunkedArray, impressions: pa.Table, items: pa.Table | None,
-            user_features: dict) -> RankingFeaturizer:
-        """item_ids: every watched and impressed item id; user_features: the generator's encoder."""
+            user_features: dict, sources: tuple[str, ...] = ()) -> RankingFeaturizer:
+        """item_ids: every watched and impressed item id; user_features: the generator's encoder;
+        sources: the names of the candidate sources whose view (retrieval.blend.SourceView) the
+        ranker reads, in column order (none: the generator's score and rank only)."""
         self.items_ = Vocabulary(max_size=self.max_items).fit(item_ids)
         self.item_features_ = ItemFeatureEncoder().fit(items, self.items_)
         self.user_features_ = _canonical(user_features)  # what check_generator compares against
         self.set_impression_log(impressions)
+        self.source_names_ = tuple(sources)
         return self
 
     def set_impression_log(self, impressions: pa.Table) -> None:
@@ -143,14 +150,16 @@ class RankingFeaturizer:
         f = self.item_features_
         history = [n for c in _extra_categorical(f) for n in (f"num_{c}_watches", f"seconds_since_{c}_watch")]
         history += [n for c in f.lists_ for n in (f"{c}_watch_share", f"seconds_since_{c}_watch")]
-        return CONTINUOUS_FEATURES + tuple(f.numeric_names_) + tuple(history)
+        sources = [n for s in self.source_names_ for n in (f"source_{s}_score", f"source_{s}_rank")]
+        return CONTINUOUS_FEATURES + tuple(f.numeric_names_) + tuple(history) + tuple(sources)
 
     @property
     def binary_names(self) -> tuple[str, ...]:
         """The features fed as they are, in column order: BINARY_FEATURES, the missing flag of
         each extra numeric item column, then the items' list columns as averaged one-hots."""
         f = self.item_features_
-        return BINARY_FEATURES + tuple(f"{c} missing" for c in f.numeric_names_) + tuple(f.list_names())
+        return (BINARY_FEATURES + tuple(f"{c} missing" for c in f.numeric_names_) + tuple(f.list_names())
+                + tuple(f"source_{s}_nominated" for s in self.source_names_))
 
     def input_names(self) -> list[str]:
         """The name of every column of ``normalize``'s output (the model's continuous input)."""
@@ -218,13 +227,18 @@ class RankingFeaturizer:
 
     def raw_features(
         self, generator, streams: EventStreams, q: Queries, score: np.ndarray, rank: np.ndarray,
-        impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, view: SourceView | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Continuous [Q, F] float64 and binary [Q, Fb] features (``continuous_names``, ``binary_names``).
 
         score, rank [Q]: the generator's view of each row. ``impressions``: extra logged
         impressions (log rows [I], ranker items [I], times [I]) counted with the stored log.
+        view: the candidate sources' view of the rows (arrays [Q, S]), required when the
+        featurizer was fitted with sources, in the same order.
         """
+        if tuple(view.names if view is not None else ()) != self.source_names_:
+            raise ValueError(f"the ranker reads the sources {list(self.source_names_)}, "
+                             f"got a view of {list(view.names) if view is not None else []}")
         t = q.times.astype(np.float64)
         watches = self._watch_counts(generator, streams, q)
         churn, _ = earlier_events(*self._impression_events(q, impressions), q.imp_rows * self._v + q.items, q.times)
@@ -241,6 +255,9 @@ class RankingFeaturizer:
         binary = [self._same_language(generator, streams, q)[:, None], missing,
                   self.item_features_.list_features(q.items)]
         raw = np.concatenate([raw, numbers, watches["extra"]], axis=1)
+        if view is not None and view.names:
+            raw = np.concatenate([raw, np.stack([view.scores, view.ranks], axis=2).reshape(len(raw), -1)], axis=1)
+            binary.append(view.nominated.astype(np.float32))
         return raw, np.concatenate(binary, axis=1).astype(np.float32)
 
     def _item_numbers(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,7 +329,8 @@ class RankingFeaturizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": _FORMAT, "max_items": self.max_items, "use_powers": self.use_powers,
-                "num_quantiles": self.num_quantiles, "user_features": self.user_features_}
+                "num_quantiles": self.num_quantiles, "user_features": self.user_features_,
+                "sources": list(self.source_names_)}
         (directory / "ranking_features.json").write_text(json.dumps(meta))
         self.items_.to_json(directory / "items.json")
         self.impression_users_.to_json(directory / "impression_users.json")
@@ -330,6 +348,7 @@ class RankingFeaturizer:
             raise ValueError(f"not a ranking featurizer: format {meta.get('format')!r}")
         f = cls(meta["max_items"], meta["use_powers"], meta["num_quantiles"])
         f.user_features_ = meta["user_features"]
+        f.source_names_ = tuple(meta.get("sources", ()))
         f.items_ = Vocabulary.from_json(directory / "items.json")
         f.impression_users_ = Vocabulary.from_json(directory / "impression_users.json")
         f.normalizer_ = QuantileNormalizer.from_json(directory / "quantiles.json")

@@ -31,6 +31,8 @@ import torch
 
 from ytdnn.config import Config
 from ytdnn.data.schema import IMPRESSIONS, DataError, validate_table
+from ytdnn.retrieval.base import Context
+from ytdnn.retrieval.blend import blend
 from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.ranking import history_end
 from ytdnn.samples.streams import window_positions, windows
@@ -72,8 +74,12 @@ class ImpressionConfig(Config):
 
 def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionConfig | None = None,
                                 searches: pa.Table | None = None, users: pa.Table | None = None,
-                                requests_per_chunk: int = 512) -> pa.Table:
-    """An impressions table (canonical schema) built from ``watches`` with a fitted generator."""
+                                requests_per_chunk: int = 512, sources=None) -> pa.Table:
+    """An impressions table (canonical schema) built from ``watches`` with a fitted generator.
+
+    sources: the candidate sources of a blend (``retrieval.blend``), the generator's own first: a
+    page is then the generator's top N followed by what each other source adds of its top n_s,
+    as the pipeline serves them."""
     cfg = cfg or ImpressionConfig()
     if watches.column("timestamp").null_count or not generator.featurizer_.ordered_:
         raise DataError("building impressions needs timestamped watches", column="timestamp")
@@ -87,9 +93,14 @@ def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionCon
     pages = []
     for a in range(0, len(requests), requests_per_chunk):
         sl = slice(a, a + requests_per_chunk)
-        pages.append(_top_candidates(generator, streams, req_users[sl], hist_end[sl], token_end[sl],
-                                     cfg.num_candidates))
-    candidates = np.concatenate(pages) if pages else np.zeros((0, cfg.num_candidates), np.int64)  # [R, N]
+        top = _top_candidates(generator, streams, req_users[sl], hist_end[sl], token_end[sl], cfg.num_candidates)
+        if sources:  # sources[0] is the generator itself, whose list is ``top``
+            ctx = Context(streams, req_users[sl], hist_end[sl], token_end[sl], times[sl])
+            top = blend(sources, ctx, [top] + [None] * (len(sources) - 1))[0]
+        pages.append(top)
+    width = max((p.shape[1] for p in pages), default=cfg.num_candidates)
+    candidates = np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in pages]) if pages \
+        else np.zeros((0, width), np.int64)  # [R, N]
     clicked, seconds = _clicks(streams, watch_time, req_users, hist_end, candidates, cfg.horizon)
     keep = ((candidates > 0) & _sampled(clicked, cfg)).ravel()
     page = np.repeat(np.arange(len(requests)), candidates.shape[1])[keep]

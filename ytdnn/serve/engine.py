@@ -190,7 +190,7 @@ class ServingModel:
         for stage, seconds in rec.timings_.items():  # one inference thread: these are ours
             timings[stage] = timings.get(stage, 0.0) + seconds
         return [self._items(job, r.item_ids[: job.k], r.scores[: job.k], r.stages[: job.k], "model",
-                            r.candidate_scores[: job.k], r.candidate_ranks[: job.k])
+                            r.candidate_scores[: job.k], r.candidate_ranks[: job.k], r.sources[: job.k])
                 for job, r in zip(jobs, results)]
 
     def _popular(self, job: Job) -> dict[str, Any]:
@@ -198,13 +198,14 @@ class ServingModel:
         return self._items(job, ids, scores, ["popular"] * len(ids), "popular")
 
     def _items(self, job: Job, ids, scores, stages, source: str, candidate_scores=None,
-               candidate_ranks=None) -> dict[str, Any]:
+               candidate_ranks=None, sources=None) -> dict[str, Any]:
         items = []
         for n, (item, score, stage) in enumerate(zip(ids, scores, stages)):
             entry = self._entry(item, score, stage=str(stage))
             if candidate_scores is not None:
                 entry["candidate_score"] = float(candidate_scores[n])
                 entry["candidate_rank"] = int(candidate_ranks[n])
+                entry["sources"] = list(sources[n])
             items.append(entry)
         return {"user_id": job.user_id, "k": job.k, "source": source, "model": self.version,
                 "items": items}
@@ -237,6 +238,7 @@ class ServingModel:
         return {"version": self.version, "model_dir": str(self.model_dir), "stage": self.stage,
                 "num_items": f.num_items - 1, "num_users": len(f.users_) - 1,
                 "num_candidates": self.recommender.num_candidates,
+                "sources": [{"name": src.name, "candidates": n} for src, n in self.recommender.blend_sources()],
                 "user_features": {"categorical": self.categorical, "continuous": self.continuous},
                 "loaded_at": self.loaded_at}
 

@@ -84,6 +84,7 @@ class RecommendedItem(BaseModel):
     stage: Literal["ranker", "candidates", "popular"]
     candidate_score: float | None = None
     candidate_rank: int | None = None
+    sources: list[str] | None = Field(None, description="the candidate sources that nominated the item")
     title: str | None = None
 
 
@@ -129,6 +130,11 @@ class UserFeatures(BaseModel):
     continuous: list[str]
 
 
+class CandidateSource(BaseModel):
+    name: str
+    candidates: int = Field(description="how many candidates it nominates per request")
+
+
 class ModelDescription(BaseModel):
     version: str
     model_dir: str
@@ -136,6 +142,7 @@ class ModelDescription(BaseModel):
     num_items: int
     num_users: int
     num_candidates: int | None
+    sources: list[CandidateSource] = Field(default_factory=list, description="the candidate sources blended")
     user_features: UserFeatures
     loaded_at: float
 

@@ -1,0 +1,131 @@
+"""Several candidate sources behind one ranker (retrieval/blend.py): the union, the per-source
+view (hand-checked), pages built from the blend, and a blended two-stage model round trip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.configuration import TwoStageConfig
+from ytdnn.data.synthetic import WorldConfig, generate
+from ytdnn.models.candidate import CandidateConfig
+from ytdnn.pipeline import Recommender
+from ytdnn.retrieval.base import Context, top_k
+from ytdnn.retrieval.blend import SourceView, blend, parse_sources, view_of_rows
+from ytdnn.samples.candidate import ExampleConfig
+from ytdnn.samples.streams import EventStreams
+from ytdnn.train.config import TrainConfig
+from ytdnn.training import fit_ranker, fit_sources
+
+USERS = [3, 17, 42, 150]
+
+
+class Fixed:
+    """A source with a fixed score per item (the same for every user): top_k of a dense row."""
+
+    def __init__(self, name: str, scores: list[float]):
+        self.name, self.num_items = name, len(scores)
+        self.scores = np.array(scores, np.float32)
+
+    def encode(self, ctx):
+        return len(ctx)
+
+    def retrieve(self, state, k, exclude=None):
+        return top_k(np.tile(self.scores, (state, 1)), k, exclude)
+
+    def score(self, state, items):
+        return np.where(items > 0, self.scores[items], -np.inf).astype(np.float32)
+
+
+def streams_of(histories: list[list[int]]) -> EventStreams:
+    """Streams of users 1..B (row 0: the unknown user) with the given watches, times 1, 2, ..."""
+    items = np.array([i for h in histories for i in h], np.int64)
+    offsets = np.r_[0, 0, np.cumsum([len(h) for h in histories])].astype(np.int64)
+    times = np.concatenate([np.arange(1, len(h) + 1) for h in histories]).astype(np.int64)
+    n = len(histories) + 1
+    return EventStreams(items, times, offsets, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(n + 1, np.int64), np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), True)
+
+
+def test_parse_sources():
+    assert parse_sources("") == []
+    assert parse_sources("ease:200, cooc") == [("ease", 200), ("cooc", 100)]
+    for bad in ("ease:0", "ease:x", "ease,ease"):
+        with pytest.raises(ValueError):
+            parse_sources(bad)
+
+
+def test_blend_is_the_union_in_source_order_with_each_sources_view():
+    a = Fixed("a", [0, 5, 4, 3, 2, 1])  # items 1 > 2 > 3 > 4 > 5
+    b = Fixed("b", [0, 1, 2, 3, 4, 5])  # items 5 > 4 > 3 > ...
+    streams = streams_of([[2], [5, 1]])
+    ctx = Context.whole(streams, np.array([1, 2]))
+    candidates, view = blend([(a, 2), (b, 2)], ctx)
+    # user 1 watched 2: a -> [1, 3], b -> [5, 4]; user 2 watched 5, 1: a -> [2, 3], b -> [4, 3]
+    np.testing.assert_array_equal(candidates, [[1, 3, 5, 4], [2, 3, 4, 0]])
+    assert view.names == ("a", "b")
+    np.testing.assert_array_equal(view.nominated[0], [[1, 0], [1, 0], [0, 1], [0, 1]])
+    np.testing.assert_array_equal(view.ranks[0], [[1, 3], [2, 3], [3, 1], [3, 2]])
+    np.testing.assert_array_equal(view.ranks[1, :3], [[1, 3], [2, 2], [3, 1]])
+    np.testing.assert_array_equal(view.scores[0], [[5, 1], [3, 3], [1, 5], [2, 4]])  # real scores
+    np.testing.assert_array_equal(view.scores[1, 3], [0, 0])  # the empty slot
+
+
+def test_a_view_of_rows_equals_the_view_of_their_pages():
+    a, b = Fixed("a", [0, 5, 4, 3, 2, 1]), Fixed("b", [0, 1, 2, 3, 4, 5])
+    streams = streams_of([[2, 3], [5, 1]])
+    users = np.array([1, 2, 1, 1])
+    ends = np.array([1, 4, 1, 2])  # user 1 before its 2nd watch (twice), and after it
+    items = np.array([3, 4, 5, 5])
+    view = view_of_rows([(a, 2), (b, 2)], streams, users, ends, np.zeros(4, np.int64), np.zeros(4, np.int64), items)
+    # row 0: history [2] -> a [1, 3], b [5, 4]: item 3 nominated by a at 2, rank 3 in b
+    np.testing.assert_array_equal(view.ranks, [[2, 3], [3, 1], [3, 1], [3, 1]])
+    np.testing.assert_array_equal(view.nominated, [[1, 0], [0, 1], [0, 1], [0, 1]])
+    assert isinstance(view, SourceView) and view.scores.shape == (4, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    d = generate(WorldConfig.preset("tiny")).dataset
+    gen = CandidateGenerator(
+        CandidateConfig(embedding_dim=16, output_dim=16, depth=0, num_negatives=None),
+        ExampleConfig(max_watch_history=20),
+        TrainConfig(lr=3e-3, max_epochs=1, progress=False, num_threads=1),
+    ).fit(d.watches, d.searches, d.users, items=d.items)
+    return d, gen
+
+
+def settings(extra: dict) -> TwoStageConfig:
+    quick = {"ranker_train.max_epochs": 1, "ranker_train.progress": False, "ranker_train.num_threads": 1,
+             "tower": "none", "impressions.num_candidates": 20, "negatives_per_page": 5,
+             "requests_per_user": 2, "source": "built", "last_watches": 5}
+    return TwoStageConfig().with_settings({**quick, **extra})
+
+
+def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path):
+    d, gen = tiny
+    config = settings({"pipeline.sources": "ease:10,cooc:10,popular:5"})
+    ranker = fit_ranker(gen, d, config)
+    names = ranker.featurizer_.binary_names
+    assert [n for n in names if n.startswith("source_")] == [
+        "source_generator_nominated", "source_ease_nominated", "source_cooc_nominated", "source_popular_nominated"]
+    sources = fit_sources(gen, config.pipeline.sources)
+    rec = Recommender(gen, ranker, num_candidates=20, sources=sources)
+    out = rec.recommend_batch(USERS, k=30)
+    for r in out:
+        assert all(s for s in r.sources)  # every served item was nominated by someone
+        assert len(set(r.item_ids.tolist())) == len(r.item_ids)
+    assert any(set(s) - {"generator"} for r in out for s in r.sources)  # the others add items
+    with pytest.raises(ValueError, match="trained with the sources"):
+        Recommender(gen, ranker, num_candidates=20)
+    rec.save(tmp_path / "model")
+    listing = json.loads((tmp_path / "model" / "sources.json").read_text())
+    assert [e["name"] for e in listing] == ["ease", "cooc", "popular"]
+    again = Recommender.load(tmp_path / "model")
+    for a, b in zip(out, again.recommend_batch(USERS, k=30)):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+        assert a.sources == b.sources
