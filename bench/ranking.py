@@ -56,10 +56,13 @@ from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import TOWER_PRESETS, RankerConfig
 from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker
+from ytdnn.retrieval.base import Context
+from ytdnn.retrieval.blend import merge_lists
+from ytdnn.retrieval.generator import GeneratorSource
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.impressions import ImpressionConfig
 from ytdnn.train.config import TrainConfig
-from ytdnn.training import fit_ranker
+from ytdnn.training import fit_ranker, fit_sources
 
 BENCHMARK = "ranking"
 NUM_CANDIDATES = 500
@@ -91,8 +94,11 @@ def _before(table: pa.Table | None, cut: int, after: bool = False) -> pa.Table |
 # ---- lists -> metrics ------------------------------------------------------------------------------
 
 
-def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, world=None) -> dict[str, dict]:
-    """Two-stage and retrieval-only figures of the same candidates for the stage's users.
+def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, world=None,
+             blend_weight: float | None = None) -> dict[str, dict]:
+    """Two-stage and retrieval-only figures of the same candidates for the stage's users; with
+    candidate sources, also each source alone (``source-<name>``: its own top 100) and, given
+    ``blend_weight``, the fixed linear blend of the generator and EASE (``blend-linear``).
 
     now: the request time of every user; None = one second after each user's last fit watch
     (P-TEMPORAL: users come back at their own times, not all at the end of the log).
@@ -108,8 +114,13 @@ def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, w
     else:
         times = np.full(len(users_idx), now)
     out = {}
-    alone = Recommender(rec.candidates, None, rec.num_candidates)  # the same candidates, generator order
+    alone = Recommender(rec.candidates, None, rec.num_candidates)  # the generator's candidates, its order
     orders = {"ytdnn-two-stage": rec.top_items, "ytdnn-retrieval-only": alone.top_items}
+    for source, _ in rec.sources:
+        orders[f"source-{source.name}"] = _source_order(rec.candidates, source)
+    ease = [source for source, _ in rec.sources if source.name == "ease"]
+    if blend_weight is not None and ease:
+        orders["blend-linear"] = _linear_blend_order(rec, ease[0], blend_weight)
     if world is not None:
         orders.update({f"truth-{score}-order": _truth_order(world, alone, score) for score in TRUTH_ORDERS})
     for name, top_items in orders.items():
@@ -126,6 +137,44 @@ def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, w
         out[name] = {"metrics": metrics, "seconds": round(seconds, 1)}
         print(f"   {name}: {metrics} ({seconds:.0f} s)", flush=True)
     return out
+
+
+def _context(gen: CandidateGenerator, user_ids: list, now) -> Context:
+    rows = gen.user_rows(user_ids)
+    return Context.whole(gen.streams_, rows, np.broadcast_to(np.asarray(now, np.int64), rows.shape))
+
+
+def _source_order(gen: CandidateGenerator, source):
+    """top_items of one candidate source alone: its own top k, watched items excluded."""
+    def top_items(user_ids, k: int, now) -> list[np.ndarray]:
+        ctx = _context(gen, user_ids, now)
+        ids = source.retrieve(source.encode(ctx), k, ctx.watched())[0]
+        return [np.asarray(gen.featurizer_.items_.decode(row[row > 0])) for row in ids]
+
+    return top_items
+
+
+def _linear_blend_order(rec: Recommender, ease, weight: float):
+    """top_items of the fixed blend z(generator) + weight * z(EASE) over the union of both
+    sources' top num_candidates, each score z-scored per user over that union."""
+    gen, generator = rec.candidates, GeneratorSource(rec.candidates)
+
+    def z(x: np.ndarray, real: np.ndarray) -> np.ndarray:
+        values = np.where(real, x, np.nan)
+        return (x - np.nanmean(values, axis=1, keepdims=True)) / (np.nanstd(values, axis=1, keepdims=True) + 1e-9)
+
+    def top_items(user_ids, k: int, now) -> list[np.ndarray]:
+        ctx = _context(gen, user_ids, now)
+        watched, states = ctx.watched(), (generator.encode(ctx), ease.encode(ctx))
+        union = merge_lists(np.concatenate([s.retrieve(state, rec.num_candidates, watched)[0]
+                                            for s, state in zip((generator, ease), states)], axis=1))
+        scores = [s.score(state, union).astype(np.float64) for s, state in zip((generator, ease), states)]
+        real = (union > 0) & np.isfinite(scores[0]) & np.isfinite(scores[1])
+        final = np.where(real, z(scores[0], real) + weight * z(scores[1], real), -np.inf)
+        order = np.argsort(-final, axis=1, kind="stable")[:, :k]
+        return [np.asarray(gen.featurizer_.items_.decode(union[b, o][real[b, o]])) for b, o in enumerate(order)]
+
+    return top_items
 
 
 # The same candidates ordered by the world's ground truth: what the best possible ranker of each
@@ -218,6 +267,10 @@ ML_IMPRESSIONS = ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_p
 # Chosen on the validation stage (module docstring): 3 plain epochs of "256" memorised the 9k pages.
 ML_RANKER = RankerConfig(tower="256", dropout=0.5)
 ML_EPOCHS = 3
+# Candidate sources blended for the ranker, and the weight of the fixed linear blend baseline,
+# both chosen on the validation stage (bench/results/ranking-sources.md).
+ML_SOURCES = "ease:200,cooc:200"
+ML_BLEND_WEIGHT = 0.25
 
 
 def _movielens(stage_name: str = "test") -> list[Record]:
@@ -241,19 +294,21 @@ def _movielens(stage_name: str = "test") -> list[Record]:
         start = time.perf_counter()
         serving = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
             watches, users=tables.users, items=tables.items)
-        ranker = fit_ranker(serving, Dataset(watches, users=tables.users, items=tables.items),
-                            TwoStageConfig(ranker=ML_RANKER, ranker_train=_ranker_train(ML_EPOCHS),
-                                           impressions=ML_IMPRESSIONS))
+        config = TwoStageConfig(ranker=ML_RANKER, ranker_train=_ranker_train(ML_EPOCHS),
+                                impressions=ML_IMPRESSIONS).with_settings({"pipeline.sources": ML_SOURCES})
+        ranker = fit_ranker(serving, Dataset(watches, users=tables.users, items=tables.items), config)
+        sources = fit_sources(serving, ML_SOURCES)
         fit_seconds = time.perf_counter() - start
-        print(f"{dataset}: 2 generators + built pages + ranker in {fit_seconds:.0f} s", flush=True)
-        rec = Recommender(serving, ranker, NUM_CANDIDATES)
-        for model, result in _compare(rec, split, stage_name, None).items():
+        print(f"{dataset}: 2 generators, sources + built pages + ranker in {fit_seconds:.0f} s", flush=True)
+        rec = Recommender(serving, ranker, NUM_CANDIDATES, sources=sources)
+        for model, result in _compare(rec, split, stage_name, None, blend_weight=ML_BLEND_WEIGHT).items():
             shown = protocol if stage_name == "test" else f"{protocol} ({stage_name})"
             records.append(Record(BENCHMARK, dataset, shown,
                                   model, result["metrics"],
                                   {"train": round(fit_seconds, 1), "recommend": result["seconds"]},
                                   {"num_candidates": NUM_CANDIDATES, "ranker": ML_RANKER.to_dict(),
-                                   "epochs": ML_EPOCHS, "impressions": ML_IMPRESSIONS.to_dict()}))
+                                   "epochs": ML_EPOCHS, "impressions": ML_IMPRESSIONS.to_dict(),
+                                   "sources": ML_SOURCES, "blend_weight": ML_BLEND_WEIGHT}))
     return records
 
 

@@ -34,6 +34,7 @@ from ytdnn.index.factory import IndexConfig, make_index
 from ytdnn.modeldir import ModelDir
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
 from ytdnn.models.layers import eval_mode
+from ytdnn.retrieval.generator import index_width, item_matrix, queries
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, serving_batch
 from ytdnn.samples.shards import ShardStream
 from ytdnn.samples.streams import EventStreams, Featurizer
@@ -243,14 +244,6 @@ class CandidateGenerator:
 
     # ---- serving ----------------------------------------------------------------------------
 
-    def _item_matrix(self) -> np.ndarray:
-        """[V - 1, d (+1)] item vectors of ids 1..V-1; the bias rides as one more dimension."""
-        v = self.model_.item_vectors().detach()[1:]
-        bias = self.model_.item_biases()
-        if bias is not None:
-            v = torch.cat([v, bias.detach()[1:, None]], dim=1)
-        return v.numpy().astype(np.float32)
-
     def build_index(self, kind: str = "auto", **params: Any) -> CandidateGenerator:
         """kind "exact" (faiss IndexFlatIP), "ivf" or "hnsw" (approximate), or "auto": exact up
         to EXACT_UP_TO items, IVF beyond (bench/index_speed.py: recall@100 0.96 at 17x exact on 1M).
@@ -258,7 +251,7 @@ class CandidateGenerator:
         if kind == "auto":
             kind = "exact" if self.featurizer_.num_items <= EXACT_UP_TO else "ivf"
         index = make_index(IndexConfig(kind=kind, **params))
-        self.index_ = index.build(self._item_matrix(), np.arange(1, self.featurizer_.num_items, dtype=np.int64))
+        self.index_ = index.build(item_matrix(self.model_), np.arange(1, self.featurizer_.num_items, dtype=np.int64))
         return self
 
     def retrieve(self, user_ids: Any, k: int = 100, exclude_watched: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
@@ -353,9 +346,7 @@ class CandidateGenerator:
         """Top-k items for user vectors [B, d]; exclude: B arrays of item vocabulary ids."""
         if getattr(self, "index_", None) is None:
             self.build_index()
-        if self.model_.item_bias is not None:
-            vectors = np.concatenate([vectors, np.ones((len(vectors), 1), np.float32)], axis=1)
-        scores, ids = self.index_.search(vectors, k, exclude=exclude)
+        scores, ids = self.index_.search(queries(vectors, self.model_), k, exclude=exclude)
         id_type = np.int64 if self.featurizer_.items_.token_type_ == "int" else object
         decoded = [np.array(self.featurizer_.items_.decode(row[row > 0]), dtype=id_type) for row in ids]
         return decoded, scores
@@ -484,7 +475,7 @@ def _check_index(md: ModelDir, index, gen: CandidateGenerator) -> None:
     """ModelDirError unless the index holds item ids of the vocabulary, as wide as the model's
     vectors (and the bias dimension)."""
     md.current = "index"
-    dim = gen.model_cfg.output_dim + (gen.model_.item_bias is not None)
+    dim = index_width(gen.model_)
     num_items = gen.featurizer_.num_items
     ids = index.ids_
     if index.dim_ != dim:

@@ -240,8 +240,10 @@ def _recommend(args: argparse.Namespace) -> int:
         print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
     result = rec.recommend(user, k=args.k)
     titles = gen.item_titles()
-    for rank, (item, score, stage) in enumerate(zip(result.item_ids, result.scores, result.stages), 1):
-        print(f"{rank:4d}  {item!s:>10}  {score:10.4f}  {stage:<10}  {titles.get(item, '')}")
+    rows = zip(result.item_ids, result.scores, result.stages, result.sources)
+    for rank, (item, score, stage, sources) in enumerate(rows, 1):
+        nominated = f"  [{'+'.join(sources)}]" if rec.sources else ""  # which sources, with several
+        print(f"{rank:4d}  {item!s:>10}  {score:10.4f}  {stage:<10}  {titles.get(item, '')}{nominated}")
     return 0
 
 

@@ -40,6 +40,7 @@ import torch
 from ytdnn.datasets import RATING, as_dataset, as_ids, as_table, canonical
 from ytdnn.modeldir import ModelDir, ModelDirError
 from ytdnn.pipeline import Recommender
+from ytdnn.retrieval.generator import queries
 
 KIND = "ytdnn.estimator"
 FORMAT_VERSION = 1
@@ -338,11 +339,8 @@ class YouTubeDNN:
         rec = self.recommender_
         gen = rec.candidates
         rows = gen.user_rows(users)
-        queries = gen.user_vectors(rows)
-        if gen.model_.item_bias is not None:
-            queries = np.concatenate([queries, np.ones((len(queries), 1), np.float32)], axis=1)
         n = max(rec.num_candidates, k)
-        scores, candidates = gen.index_.search(queries, n, exclude=None)
+        scores, candidates = gen.index_.search(queries(gen.user_vectors(rows), gen.model_), n, exclude=None)
         candidates = np.maximum(candidates, 0)
         scores = np.where(candidates > 0, scores, -np.inf).astype(np.float64)
         ranks = np.broadcast_to(np.arange(1, candidates.shape[1] + 1, dtype=np.float64), scores.shape)

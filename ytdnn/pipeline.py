@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
@@ -40,8 +39,9 @@ from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.ranking import Ranker, load_ranker
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import Sources, blend
-from ytdnn.retrieval.generator import GeneratorSource
+from ytdnn.retrieval.generator import GeneratorSource, item_table, queries
 from ytdnn.retrieval.store import load_source, save_source
+from ytdnn.samples.ranking import corpus_ranks
 
 FORMAT_VERSION = 2  # 2: config.json records the settings of both stages (TwoStageConfig)
 KIND = "ytdnn.recommender"
@@ -126,10 +126,11 @@ class Recommender:
         now = np.asarray(now, np.int64)
         if np.ndim(now) not in (0, 1) or (np.ndim(now) == 1 and len(now) != len(users)):
             raise ValueError(f"now must be one time or one per user ({len(users)}), got shape {np.shape(now)}")
-        rows, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings, streams)
+        rows, vectors, candidates, scores, ranks = self._retrieve(users, max(self.num_candidates, k), timings,
+                                                                 streams)
         view = None
         if self.sources:
-            candidates, scores, ranks, view = self._blend(rows, candidates, now, timings, streams)
+            candidates, scores, ranks, view = self._blend(rows, vectors, candidates, now, timings, streams)
         if self.ranker is not None:
             known = None if streams is None else gen.user_rows(users)
             final = self.ranker.rank_candidates(gen, gen.streams_ if streams is None else streams, rows,
@@ -174,10 +175,11 @@ class Recommender:
             features, [[w.timestamp for w in h.watches] for h in histories],
             [[s.timestamp for s in h.searches] for h in histories])
 
-    def _retrieve(self, users: list, n: int, timings: dict, streams=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """-> user rows [B], candidates [B, n] generator ids (0 = empty), scores [B, n] logits,
-        corpus ranks [B, n] (retrieved position + watched items scoring above: what a full-corpus
-        rank, the ranker's training feature, is for an exact index)."""
+    def _retrieve(self, users: list, n: int, timings: dict, streams=None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """-> user rows [B], user vectors [B, d], candidates [B, n] generator ids (0 = empty), scores [B, n] logits,
+        corpus ranks [B, n] (``corpus_ranks`` among the retrieved and the watched items: for an
+        exact index, the full-corpus rank the ranker trained on)."""
         gen = self.candidates
         start = time.perf_counter()
         rows = gen.user_rows(users) if streams is None else np.arange(len(users), dtype=np.int64)
@@ -187,64 +189,59 @@ class Recommender:
         watched = [gen.watched(r, streams) for r in rows]
         if getattr(gen, "index_", None) is None:
             gen.build_index()
-        queries = vectors
-        if gen.model_.item_bias is not None:  # the bias rides as one more index dimension
-            queries = np.concatenate([vectors, np.ones((len(vectors), 1), np.float32)], axis=1)
-        scores, candidates = gen.index_.search(queries, n, exclude=watched)  # vocabulary ids, -1 = none
+        scores, candidates = gen.index_.search(queries(vectors, gen.model_), n, exclude=watched)  # -1 = none
         timings["search"] = time.perf_counter() - start
         start = time.perf_counter()
         candidates = np.maximum(candidates, 0)  # 0 = empty slot from here on
         scores = np.where(candidates > 0, scores, -np.inf).astype(np.float64)
-        ranks = np.arange(1, n + 1, dtype=np.float64)[None, :] + self._watched_above(vectors, watched, scores)
+        ranks = self._corpus_ranks(vectors, watched, scores)
         timings["candidate_ranks"] = time.perf_counter() - start
-        return rows, candidates, scores, ranks
+        return rows, vectors, candidates, scores, ranks
 
     def blend_sources(self) -> Sources:
         """The generator (nominating num_candidates) followed by the other sources."""
         return [(GeneratorSource(self.candidates), self.num_candidates), *self.sources]
 
-    def _blend(self, rows: np.ndarray, candidates: np.ndarray, now: np.ndarray, timings: dict, streams=None):
-        """The generator's candidates [B, n] and every other source's top n_s, merged
-        (``retrieval.blend``): -> candidates [B, N], the generator's scores and corpus ranks
-        [B, N] (as ``candidate_features`` computes them for training pages) and the SourceView."""
+    def _blend(self, rows: np.ndarray, vectors: np.ndarray, candidates: np.ndarray, now: np.ndarray,
+               timings: dict, streams=None):
+        """The generator's candidates [B, n] (for user vectors [B, d]) and every other source's
+        top n_s, merged (``retrieval.blend``): -> candidates [B, N], the generator's scores and
+        corpus ranks [B, N] (as ``candidate_features`` computes them for training pages) and the
+        SourceView."""
         start = time.perf_counter()
-        gen = self.candidates
+        gen, others = self.candidates, [None] * len(self.sources)
         ctx = Context.whole(gen.streams_ if streams is None else streams, rows, now)
-        merged, view = blend(self.blend_sources(), ctx, [candidates] + [None] * len(self.sources))
+        merged, view = blend(self.blend_sources(), ctx, [candidates, *others], [vectors, *others])
         items, bias = self._items()
-        full = gen.user_vectors(rows, streams=streams) @ items[1:].T + bias[1:]  # [B, V - 1] every real item
-        scores = np.take_along_axis(full, np.maximum(merged - 1, 0), axis=1).astype(np.float64)
-        ordered = np.sort(full, axis=1)
-        above = np.stack([len(f) - np.searchsorted(f, s, side="right") for f, s in zip(ordered, scores)])
-        scores = np.where(merged > 0, scores, -np.inf)
-        ranks = np.where(merged > 0, above + 1, len(items) - 1).astype(np.float64)
+        full = vectors @ items[1:].T + bias[1:]  # [B, V - 1] every real item
+        scores = np.take_along_axis(full, np.maximum(merged - 1, 0), axis=1)  # [B, N]
+        context = np.repeat(np.arange(len(merged)), merged.shape[1])
+        ranks = corpus_ranks(full, context, scores.ravel()).reshape(merged.shape)
+        scores = np.where(merged > 0, scores.astype(np.float64), -np.inf)
+        ranks = np.where(merged > 0, ranks, len(items) - 1)
         timings["blend"] = time.perf_counter() - start
         return merged, scores, ranks, view
 
-    def _watched_above(self, vectors: np.ndarray, watched: list[np.ndarray], scores: np.ndarray) -> np.ndarray:
-        """[B, n] how many of each user's watched items score above each candidate."""
+    def _corpus_ranks(self, vectors: np.ndarray, watched: list[np.ndarray], scores: np.ndarray) -> np.ndarray:
+        """[B, n] ``corpus_ranks`` of retrieved candidates scoring ``scores`` [B, n] (-inf: empty
+        slot) for user vectors [B, d]: among the retrieved and the watched items, which for an
+        exact index hold every item that scores above a retrieved one."""
         items, bias = self._items()
-        lengths = np.array([len(w) for w in watched])
-        flat = np.concatenate(watched) if len(watched) else np.zeros(0, np.int64)
-        row = np.repeat(np.arange(len(watched)), lengths)
-        w_scores = (items[flat] * vectors[row]).sum(axis=1) + bias[flat]  # [Wt]
-        values, code = np.unique(np.concatenate([w_scores, scores.ravel()]), return_inverse=True)
-        span = len(values) + 1
-        events = np.sort(row * span + code[: len(flat)])
-        c_row = np.repeat(np.arange(len(watched)), scores.shape[1])
-        c_code = c_row * span + code[len(flat) :]
-        end_of_row = np.searchsorted(events, (c_row + 1) * span, side="left")
-        above = end_of_row - np.searchsorted(events, c_code, side="right")
-        return above.reshape(scores.shape)
+        b, n = scores.shape
+        lengths = np.array([len(w) for w in watched], np.int64)
+        pool = np.full((b, n + int(lengths.max(initial=0))), -np.inf)  # [B, n + W]
+        pool[:, :n] = scores
+        if lengths.sum():
+            flat = np.concatenate(watched)
+            row = np.repeat(np.arange(b), lengths)
+            slot = n + np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            pool[row, slot] = (items[flat] * vectors[row]).sum(axis=1) + bias[flat]  # [Wt] u · v + b
+        return corpus_ranks(pool, np.repeat(np.arange(b), n), scores.ravel()).reshape(b, n)
 
     def _items(self) -> tuple[np.ndarray, np.ndarray]:
         if self._item_matrix is None:
-            model = self.candidates.model_
-            with torch.no_grad():
-                bias = model.item_biases()
-                items = model.item_vectors().detach().numpy()
-                bias = np.zeros(len(items), np.float32) if bias is None else bias.detach().numpy()
-            self._item_matrix = (items, bias)
+            items, bias = item_table(self.candidates.model_)
+            self._item_matrix = (items, np.zeros(len(items), np.float32) if bias is None else bias)
         return self._item_matrix
 
     # ---- model directory --------------------------------------------------------------------

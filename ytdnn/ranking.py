@@ -22,6 +22,7 @@ directory with a config.json of kind "ytdnn.ranker-bag" and one ranker directory
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -40,7 +41,6 @@ from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.retrieval.blend import Sources, SourceView, view_of_rows
 from ytdnn.samples.ranking import (
-    CONTINUOUS_FEATURES,
     RankingExamples,
     assemble_ranking_batch,
     candidate_features,
@@ -70,7 +70,7 @@ _CONFIG_SCHEMA = {  # config.json of a ranker directory (what save writes)
     "sizes": RankerSizes, "ratings": RatingConfig | None,
 }
 _BAG_SCHEMA = {"format_version": int, "kind": str, "members": int}  # members: member-0/, ...
-SCORE = CONTINUOUS_FEATURES.index("candidate_score")  # the raw column that feeds the score skip
+SCORE = "candidate_score"  # the raw feature that feeds the score skip (featurizer_.column(SCORE))
 # rank_candidates(fast=True) keeps every item's share of the first layer: [V, W1] float32, 100 MB
 # for 100k items and 256 units. Past 1 GiB it is not built: the candidates' share is computed.
 ITEM_SIDE_MAX_BYTES = 1 << 30
@@ -217,7 +217,7 @@ class Ranker:
             labels=positive.astype(np.float32),
             weights=np.where(positive, watch_time[rows], 1.0).astype(np.float32),
             ratings=np.where(positive & has_ratings, values[rows], np.nan).astype(np.float32),
-            prior=raw[:, SCORE], fill=self.rating_fill_)
+            prior=raw[:, f.column(SCORE)], fill=self.rating_fill_)
 
     def _pair_raw(self, generator, streams: EventStreams, q: Queries, score=None, rank=None):
         """Raw continuous and binary features of rated pairs; the generator's view only when
@@ -252,9 +252,12 @@ class Ranker:
 
     @staticmethod
     def streams(generator, watches=None, searches=None, users=None) -> EventStreams:
-        """Per-user histories in the generator's id space: its own, or those of another log."""
+        """Per-user histories in the generator's id space: its own, or those of another log.
+
+        An unordered log's (a generator fitted without timestamps) events are all at time 0:
+        impressions at time 1 see the whole history (``samples.holdout_pages``)."""
         streams = generator.streams_ if watches is None else generator.featurizer_.streams(watches, searches, users)
-        if not streams.ordered or (watches is not None and watches.column("timestamp").null_count):
+        if streams.ordered and watches is not None and watches.column("timestamp").null_count:
             raise DataError("ranking needs timestamped watches: features come from strictly earlier events")
         return streams
 
@@ -263,6 +266,9 @@ class Ranker:
     def _queries(self, generator, streams: EventStreams, impressions: pa.Table) -> Queries:
         users = generator.featurizer_.users_.encode(impressions.column("user_id"))
         times = impressions.column("timestamp").to_numpy().astype(np.int64)
+        if not streams.ordered and len(times) and times.min() < 1:
+            raise DataError("on an unordered log every watch is at time 0: impressions come at time >= 1, "
+                            "after the whole history (samples.holdout_pages)", column="timestamp")
         return Queries(
             users=users, gen_items=generator.featurizer_.items_.encode(impressions.column("item_id")),
             items=self.featurizer_.items_.encode(impressions.column("item_id")), times=times,
@@ -272,7 +278,8 @@ class Ranker:
         )
 
     def _raw(self, generator, streams, q: Queries, extra, sources: Sources | None = None) -> tuple[np.ndarray, np.ndarray]:
-        score, rank = candidate_features(generator, streams, q.users, q.watch_end, q.token_end, q.gen_items)
+        score, rank = candidate_features(_serving_bags(generator, streams), streams, q.users, q.watch_end,
+                                         q.token_end, q.gen_items)
         view = None
         if sources:
             view = view_of_rows(sources, streams, q.users, q.watch_end, q.token_end, q.times, q.gen_items)
@@ -288,10 +295,11 @@ class Ranker:
             pages = pa.array(np.unique(pages.to_numpy(zero_copy_only=False), return_inverse=True)[1])
         pages = pages.to_numpy()
         return RankingExamples(
-            tables=self.featurizer_.tables(generator, streams), max_history=self.model_cfg.max_watch_history,
+            tables=self.featurizer_.tables(generator, streams), max_history=self._max_history(streams),
             users=q.users, items=q.items, watch_end=q.watch_end,
             continuous=self.featurizer_.normalize(raw, binary), labels=clicked,
-            weights=weights.astype(np.float32), pages=pages.astype(np.int64), prior=raw[:, SCORE],
+            weights=weights.astype(np.float32), pages=pages.astype(np.int64),
+            prior=raw[:, self.featurizer_.column(SCORE)],
         )
 
     def impression_examples(self, generator, impressions: pa.Table, watches=None, searches=None,
@@ -302,7 +310,8 @@ class Ranker:
 
     def raw_features(self, generator, impressions: pa.Table, watches=None, searches=None, users=None,
                      in_log: bool = True, sources: Sources | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw continuous [N, F] (CONTINUOUS_FEATURES) and binary [N, Fb] features of impressions.
+        """Raw continuous [N, F] and binary [N, Fb] features of impressions (columns named by
+        ``featurizer_.continuous_names`` and ``binary_names``).
 
         in_log: the impressions are the ranker's training impressions, already in its log.
         """
@@ -408,14 +417,14 @@ class Ranker:
         if self.rating_cfg is None:
             raw, binary = f.raw_features(generator, streams, q, score, rank, view=view)
             return assemble_ranking_batch(
-                f.tables(generator, streams), self.model_cfg.max_watch_history, q.users, q.items,
-                q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=raw[:, SCORE])
+                f.tables(generator, streams), self._max_history(streams), q.users, q.items,
+                q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=raw[:, f.column(SCORE)])
         raw, binary = self._pair_raw(generator, streams, q, score, rank)
         history, most = self._history_ratings(generator, streams), self._max_history(streams)
         bag = window_features(history, streams.watch_offsets[q.users], q.watch_end, most, self.rating_fill_)
         continuous = np.concatenate([f.normalize(raw, binary), self._bag_continuous(bag)], axis=1)
         return assemble_rated_batch(f.tables(generator, streams), history, most, q.users, q.items,
-                                    q.watch_end, continuous, share_contexts=True, prior=raw[:, SCORE],
+                                    q.watch_end, continuous, share_contexts=True, prior=raw[:, f.column(SCORE)],
                                     fill=self.rating_fill_)
 
     def _history_ratings(self, generator, streams: EventStreams) -> np.ndarray:
@@ -524,6 +533,20 @@ def _no_impressions(watches: pa.Table) -> pa.Table:
     return pa.table({"user_id": pa.array([], watches.schema.field("user_id").type),
                      "item_id": pa.array([], watches.schema.field("item_id").type),
                      "timestamp": pa.array([], pa.int64())})
+
+
+def _serving_bags(generator, streams: EventStreams):
+    """``generator`` as it serves ``streams``: for an unordered log (no "most recent") the
+    watched bag is the whole history (``samples.candidate.serving_batch``, GeneratorSource),
+    not the last ``max_watch_history`` of the streams' item-id order, so the candidate score a
+    ranker learns from is the one serving hands it. A shallow copy with a wider bag then; the
+    generator itself for ordered streams."""
+    longest = int(np.diff(streams.watch_offsets).max(initial=1))
+    if streams.ordered or longest <= generator.example_cfg.max_watch_history:
+        return generator
+    whole = copy.copy(generator)  # shares the model and the featurizer
+    whole.example_cfg = generator.example_cfg.replace(max_watch_history=longest)
+    return whole
 
 
 def _watched_ids(generator) -> pa.ChunkedArray:

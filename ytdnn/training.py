@@ -3,7 +3,8 @@ and the estimator call.
 
 - ``fit_candidates``: the candidate generator, with its index.
 - ``fit_ranker``: a ranker for a generator, on the log's impressions and/or on pages built from a
-  generator's top N (``samples.impressions``), stacked so the positives were never seen.
+  generator's top N (``samples.impressions``; an unordered log's: ``samples.holdout_pages``),
+  stacked so the positives were never seen.
 - ``train_ranker`` / ``train_all``: the same, written as model directories.
 """
 
@@ -25,7 +26,12 @@ from ytdnn.pipeline import KIND, Recommender
 from ytdnn.ranking import Ranker, RankerBag
 from ytdnn.retrieval import CoocSource, EASESource, GeneratorSource, PopularSource
 from ytdnn.retrieval.blend import Sources, parse_sources
-from ytdnn.samples.impressions import impressions_from_candidates, stacking_generator
+from ytdnn.samples.holdout_pages import holdout_pages, split_holdout
+from ytdnn.samples.impressions import (
+    drop_last_watches,
+    impressions_from_candidates,
+    stacking_generator,
+)
 from ytdnn.train.distributed import is_main
 
 
@@ -84,24 +90,40 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
     from that one (it serves behind ``generator``). With ``samples`` > 1, that many rankers on
     pages built with seeds seed, seed + 1, ... (training seeds likewise), served as one RankerBag.
 
+    An unordered log (no timestamps) has no requests to build pages at: each user's random
+    ``impressions.holdout`` share of items is held out, a stacking generator (and stacking
+    sources) train on the rest, and each user's page is their blend for the kept items, the
+    held-out items its positives (``samples.holdout_pages``; ``horizon``, ``requests_per_user``
+    and ``last_watches`` do not apply). The samples then share the holdout and its stacking
+    generator, and differ in the kept negatives (and training seeds).
+
     out_dir: the ranker's directory, for its checkpoints and, with ``ranker_train.tensorboard``, its
     TensorBoard curves (out_dir/tb/), which then include each epoch's weighted per-user loss on the
     ranker's own training pages (``val/weighted_per_user_loss``)."""
     config = config or TwoStageConfig()
     cfg = config.impressions
-    logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
-    source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
-    if source in ("logged", "both") and logged is None:
-        raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
-    built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
-    pages = stacking_generator(generator, dataset, cfg.last_watches) if built and cfg.last_watches else generator
-    own = pages is generator  # else the features need the whole log, not the stacking generator's
-    # the other sources are stacked with the generator: fitted on the log the page generator saw
-    others = fit_sources(pages, config.pipeline.sources)
-    sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
-    rankers, count = [], cfg.samples if built else 1  # logged pages are one sample: the log
+    if not generator.featurizer_.ordered_:  # no time to request pages at: a random holdout
+        pages, sources, draw = _holdout_setup(generator, dataset, config)
+        own, shown, count = True, None, cfg.samples
+    else:
+        logged = dataset.impressions if dataset.impressions is not None and len(dataset.impressions) else None
+        source = cfg.source if cfg.source != "auto" else ("built" if logged is None else "logged")
+        if source in ("logged", "both") and logged is None:
+            raise DataError(f"impressions source {source!r} needs a log with impressions", column="impressions")
+        built, shown = source in ("built", "both"), logged if source in ("logged", "both") else None
+        pages = (stacking_generator(generator, dataset, drop_last_watches(dataset.watches, cfg.last_watches))
+                 if built and cfg.last_watches else generator)
+        own = pages is generator  # else the features need the whole log, not the stacking generator's
+        # the other sources are stacked with the generator: fitted on the log the page generator saw
+        others = fit_sources(pages, config.pipeline.sources)
+        sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
+        count = cfg.samples if built else 1  # logged pages are one sample: the log
+
+        def draw(c):
+            return _ranker_impressions(pages, dataset, c, built, shown, sources)
+    rankers = []
     for k in range(count):
-        impressions = _ranker_impressions(pages, dataset, cfg.replace(seed=cfg.seed + k), built, shown, sources)
+        impressions = draw(cfg.replace(seed=cfg.seed + k))
         train = config.ranker_train.replace(seed=config.ranker_train.seed + k)
         member_dir = out_dir if out_dir is None or count == 1 else Path(out_dir) / f"member-{k}"
         log = (None, None, None) if own else (dataset.watches, dataset.searches, dataset.users)
@@ -111,6 +133,20 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
             validate=_training_page_loss(pages, impressions, *log, sources) if curves else None,
             log_impressions=False if shown is None else shown, sources=sources))
     return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
+
+
+def _holdout_setup(generator: CandidateGenerator, dataset, config: TwoStageConfig):
+    """An unordered log's stacking: -> (the stacking generator, its blend of sources or None,
+    draw(ImpressionConfig) -> its pages), all trained on the kept part of the holdout."""
+    cfg = config.impressions
+    if cfg.source in ("logged", "both"):
+        raise DataError(f"impressions source {cfg.source!r}: an unordered log learns from built pages only "
+                        "(its impressions have no time to take features before)", column="impressions")
+    kept, held = split_holdout(dataset.watches, cfg.holdout, cfg.seed)
+    pages = stacking_generator(generator, dataset, kept)
+    others = fit_sources(pages, config.pipeline.sources)  # fitted on the kept watches: positives unseen
+    sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
+    return pages, sources, lambda c: holdout_pages(pages, held, c, sources)
 
 
 def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, watches, searches, users,

@@ -114,7 +114,7 @@ def test_drop_last_watches_keeps_the_rest_in_row_order():
 
 def test_stacking_generator_never_sees_the_last_watches(built):
     watches, _, _, gen = built
-    stacked = stacking_generator(gen, Dataset(watches), 3)
+    stacked = stacking_generator(gen, Dataset(watches), drop_last_watches(watches, 3))
     assert len(stacked.streams_.watch_items) == len(watches) - 3 * 12  # every user has 8 watches
     assert stacked.model_cfg == gen.model_cfg and stacked.example_cfg == gen.example_cfg
     assert len(stacked.history_.epochs) == len(gen.history_.epochs)

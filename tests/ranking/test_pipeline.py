@@ -76,7 +76,7 @@ def test_retrieval_only_orders_the_same_candidates_by_the_generator(rec, tiny):
 
 def test_serving_rank_is_the_corpus_rank_the_ranker_trained_on(rec, tiny):
     _, gen, _ = tiny
-    rows, candidates, scores, ranks = rec._retrieve(USERS, 60, {})
+    rows, _, candidates, scores, ranks = rec._retrieve(USERS, 60, {})
     s = gen.streams_
     flat_rows = np.repeat(rows, candidates.shape[1])
     train_score, train_rank = candidate_features(
@@ -156,7 +156,7 @@ def test_samples_train_a_bag_served_by_the_members_mean_logit_and_saved_with_the
                               "ranker_train.seed": 3})
     bag = fit_ranker(gen, d, config)
     assert isinstance(bag, RankerBag) and [r.train_cfg.seed for r in bag.rankers] == [3, 4]
-    rows, candidates, scores, ranks = Recommender(gen, None, 30)._retrieve(USERS, 30, {})
+    rows, _, candidates, scores, ranks = Recommender(gen, None, 30)._retrieve(USERS, 30, {})
     now = gen.featurizer_.window_end_ + 1
     members = [r.rank_candidates(gen, gen.streams_, rows, candidates, scores, ranks, now) for r in bag.rankers]
     assert not np.allclose(members[0], members[1])  # different pages, different rankers

@@ -12,7 +12,6 @@ from ytdnn.models.ranker import RankerConfig
 from ytdnn.ranking import Ranker
 from ytdnn.samples.candidate import ExampleConfig, serving_batch
 from ytdnn.samples.ranking import (
-    CONTINUOUS_FEATURES,
     NEVER,
     candidate_features,
     earlier_events,
@@ -93,7 +92,7 @@ def test_impression_features_by_hand():
     ranker = Ranker(RankerConfig(tower="none"), TrainConfig(max_epochs=1, progress=False)).fit(
         gen, impressions, items=items)
     raw, binary = ranker.raw_features(gen, impressions)
-    f = {name: raw[:, j] for j, name in enumerate(CONTINUOUS_FEATURES)}
+    f = dict(zip(ranker.featurizer_.continuous_names, raw.T))
     np.testing.assert_array_equal(f["seconds_since_last_watch"], [50, 100])
     np.testing.assert_array_equal(f["num_earlier_watches"], [2, 2])
     np.testing.assert_array_equal(f["num_earlier_impressions"], [0, 1])  # churn: shown at 250
@@ -111,11 +110,11 @@ def test_impression_features_by_hand():
     later = pa.table({**impressions.slice(0, 1).to_pydict()} | {"timestamp": pa.array([400], pa.int64())})
     for t, expected in ((400, 0), (401, 1), (410, 1), (411, 0)):
         raw, _ = ranker.raw_features(gen, later.set_column(2, "timestamp", pa.array([t], pa.int64())), in_log=False)
-        assert raw[0, CONTINUOUS_FEATURES.index("item_watches_recent")] == expected, t
+        assert raw[0, ranker.featurizer_.column("item_watches_recent")] == expected, t
     # a user without history: "never" for the time since the last watch
     lone = impressions.set_column(0, "user_id", pa.array([2, 2], pa.int64()))
     raw, _ = ranker.raw_features(gen, lone, in_log=False)
-    assert raw[0, CONTINUOUS_FEATURES.index("seconds_since_last_watch")] == NEVER
+    assert raw[0, ranker.featurizer_.column("seconds_since_last_watch")] == NEVER
 
 
 def test_candidate_score_and_rank_match_brute_force_for_the_full_history():
@@ -139,4 +138,4 @@ def test_built_impressions_are_not_counted_as_churn():
     ranker = Ranker(RankerConfig(tower="none"), TrainConfig(max_epochs=1, progress=False)).fit(
         gen, impressions, items=items, log_impressions=False)
     raw, _ = ranker.raw_features(gen, impressions)
-    np.testing.assert_array_equal(raw[:, CONTINUOUS_FEATURES.index("num_earlier_impressions")], [0, 0])
+    np.testing.assert_array_equal(raw[:, ranker.featurizer_.column("num_earlier_impressions")], [0, 0])

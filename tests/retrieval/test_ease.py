@@ -83,3 +83,17 @@ def test_bad_settings_and_inputs():
         EASESource().fit(tiny_streams(), 5)  # the streams hold ids up to 8
     with pytest.raises(RuntimeError, match="not fitted"):
         EASESource().encode(Context.whole(tiny_streams(), [1]))
+
+
+def test_scoring_many_candidates_densely_equals_scoring_few_by_gathering():
+    # 4 kept items: one candidate per row gathers rows of B, 4 or more per row multiply densely
+    streams = streams_of(EASE_HISTORIES)
+    source = EASESource(EASESourceConfig(l2=3.0, dtype="float64")).fit(streams, 5)
+    state = source.encode(Context.whole(streams, np.arange(4)))
+    wide = np.array([[1, 2, 3, 4, 0, 2, 1, 3]] * 4)
+    dense = source.score(state, wide)
+    gathered = np.concatenate([source.score(state, wide[:, j : j + 1]) for j in range(wide.shape[1])], axis=1)
+    np.testing.assert_allclose(dense, gathered, rtol=1e-6, atol=1e-7)
+    expected = (X @ closed_form(X, 3.0))[:, np.maximum(wide[0] - 1, 0)]
+    np.testing.assert_allclose(dense[:, wide[0] > 0], expected[:, wide[0] > 0], rtol=1e-5, atol=1e-6)
+    assert np.isneginf(dense[:, 4]).all()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ytdnn.retrieval import Context, GeneratorSource, Retriever
-from ytdnn.retrieval.generator import item_matrix, queries
+from ytdnn.retrieval.generator import index_width, item_matrix, item_table, logits, queries
 
 from .contracts import RetrieverContract, tiny_generator
 
@@ -73,7 +73,42 @@ def test_item_matrix_and_queries_put_the_bias_in_one_more_dimension():
     v = gen.model_.item_vectors().detach().numpy()[1:]
     b = gen.model_.item_biases().detach().numpy()[1:]
     np.testing.assert_allclose(q @ m.T, u @ v.T + b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m, gen._item_matrix())  # what CandidateGenerator.build_index indexes
+    assert index_width(gen.model_) == m.shape[1] == q.shape[1]
+    # [u, 0]: the bias slot left empty gives u · v alone (ServingModel.similar's item queries)
+    np.testing.assert_allclose(queries(u, gen.model_, bias_slot=0.0) @ m.T, u @ v.T, rtol=1e-5, atol=1e-6)
+    # what CandidateGenerator.build_index indexes, exactly
+    built = copy.copy(gen).build_index("exact").index_
+    np.testing.assert_array_equal(built.faiss_index_.reconstruct_n(0, built.faiss_index_.ntotal), m)
+    np.testing.assert_array_equal(built.ids_, np.arange(1, gen.featurizer_.num_items))
+
+
+def test_item_table_and_logits_are_the_models_softmax():
+    gen = tiny_generator()
+    model = gen.model_
+    v, b = item_table(model)
+    assert v.shape == (gen.featurizer_.num_items, gen.model_cfg.output_dim) and b.shape == (len(v),)
+    np.testing.assert_array_equal(item_matrix(model), np.concatenate([v[1:], b[1:, None]], axis=1))
+    assert not np.shares_memory(item_matrix(model), v)  # the index rows are a copy
+    rows = np.arange(1, gen.streams_.num_users)
+    u = torch.from_numpy(gen.user_vectors(rows))
+    out = logits(u, model)  # [B, V]
+    assert out.shape == (len(rows), gen.featurizer_.num_items) and not out.requires_grad
+    with torch.no_grad():
+        expected = u @ model.item_vectors().T + model.item_biases()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)  # the same float32 arithmetic
+    np.testing.assert_allclose(out.numpy(), u.numpy() @ v.T + b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_without_item_biases_has_no_bias_dimension():
+    gen = copy.copy(tiny_generator())
+    gen.model_ = copy.deepcopy(gen.model_)
+    gen.model_.item_bias = None  # what CandidateConfig(item_bias=False) builds
+    v, b = item_table(gen.model_)
+    assert b is None and index_width(gen.model_) == v.shape[1]
+    np.testing.assert_array_equal(item_matrix(gen.model_), v[1:])
+    u = np.ones((2, v.shape[1]), np.float32)
+    np.testing.assert_array_equal(queries(u, gen.model_), u)
+    torch.testing.assert_close(logits(torch.from_numpy(u), gen.model_), torch.from_numpy(u @ v.T))
 
 
 def test_the_generator_directory_is_the_source(tmp_path):

@@ -57,18 +57,19 @@ def test_the_oov_placeholder_is_out_of_vocabulary(rec):
 
 
 def test_popular_items_weigh_recent_watches_more(rec):
-    popular = PopularItems(half_life_days=7.0).fit(rec.candidates)
+    popular = PopularItems().fit(rec.candidates)  # half-life: 1/30 of the training window
     ids, scores = popular.top(5)
     assert len(ids) == 5 and np.all(np.diff(scores) <= 0)
     f, s = rec.candidates.featurizer_, rec.candidates.streams_
-    # by hand: sum over watches of 2 ** (-age / 7 days)
+    # by hand: sum over watches of 2 ** (-age / half-life)
     top = f.items_.encode(pa.array([ids[0]]))[0]
     ages = f.window_end_ - s.watch_times[s.watch_items == top]
-    assert scores[0] == pytest.approx(np.sum(np.exp2(-ages / (7 * 86_400))))
-    slow = PopularItems(half_life_days=1e6).fit(rec.candidates)  # no decay: plain watch counts
+    half_life = (f.window_end_ - f.window_start_) / 30
+    assert scores[0] == pytest.approx(np.sum(np.exp2(-ages / half_life)), rel=1e-6)
+    slow = PopularItems(half_life_share=1e6).fit(rec.candidates)  # no decay: plain watch counts
     assert slow.top(1)[1][0] == pytest.approx(f.items_.counts_.max(), rel=1e-3)
-    with pytest.raises(ValueError, match="half_life_days"):
-        PopularItems(half_life_days=0)
+    with pytest.raises(ValueError, match="half_life_share"):
+        PopularItems(half_life_share=0)
 
 
 def dead_pid() -> int:

@@ -11,8 +11,16 @@ features alike (``check_generator``):
   items table's extra columns.
 - the impression log (CSR by user): what ``num_earlier_impressions`` (churn) counts.
 - the watch log by item (sorted (item, time) codes): what ``item_watches_recent`` counts.
-- ``normalizer_``: the quantile normalizer of ``continuous_names`` (``CONTINUOUS_FEATURES``, then
-  the items' extra numeric columns), fitted in one pass over the training impressions' raw values.
+- ``normalizer_``: the quantile normalizer of the raw continuous features (``continuous_names``),
+  fitted in one pass over the training impressions' raw values.
+
+Every raw feature is one named entry of a table, ``CONTINUOUS`` or ``BINARY`` (fed as they are),
+in column order: its name and how it is computed from ``FeatureInputs`` (the queries and what
+their features share, each computed once). Adding a feature is adding an entry. An entry may be
+a block of columns named from the fitted featurizer: one per extra item column or per candidate
+source. The names of the columns a featurizer was fitted with are saved with it
+(ranking_features.json) and checked against the table when it is loaded, so a ranker never reads
+columns in another order than it learned them.
 
 The items' extra columns reach the ranker as the users' do (features/users.py): text through
 ``item_categorical``, numbers among the continuous features (x̃, x̃², √x̃, a missing flag), lists
@@ -22,9 +30,11 @@ as averaged one-hots among the binary ones, fed as they are (``binary_names``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,8 +44,6 @@ from ytdnn.features.items import ItemFeatureEncoder
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.vocab import Vocabulary
 from ytdnn.samples.ranking import (
-    BINARY_FEATURES,
-    CONTINUOUS_FEATURES,
     NEVER,
     RECENT_SHARE,
     FeatureTables,
@@ -65,6 +73,102 @@ class Queries:
     imp_rows: np.ndarray
 
 
+@dataclass
+class FeatureInputs:
+    """What the features of Q queries read: the queries, the generator's score and rank [Q] of
+    each, the candidate sources' view (arrays [Q, S], or None), extra logged impressions; and
+    what several features share, each computed once, on first use."""
+
+    featurizer: RankingFeaturizer
+    generator: Any
+    streams: EventStreams
+    q: Queries
+    score: np.ndarray
+    rank: np.ndarray
+    view: SourceView | None = None
+    impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @cached_property
+    def t(self) -> np.ndarray:
+        """[Q] float64 times."""
+        return self.q.times.astype(np.float64)
+
+    @cached_property
+    def watches(self) -> dict[str, np.ndarray]:
+        """The user's earlier watches: counts and last times (``RankingFeaturizer._watch_counts``)."""
+        return self.featurizer._watch_counts(self.generator, self.streams, self.q)
+
+    @cached_property
+    def item_numbers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The items' extra numeric columns [Q, K] and their missing flags [Q, K]."""
+        return self.featurizer._item_numbers(self.q.items)
+
+    @property
+    def item_features(self) -> ItemFeatureEncoder:
+        return self.featurizer.item_features_
+
+    def since(self, then: np.ndarray) -> np.ndarray:
+        """[Q] time from ``then`` to each query; NEVER where ``then`` is NaN."""
+        return _since(self.t, then)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One entry of a feature table: ``name`` the column's name, or for a block of columns a
+    function of the fitted featurizer giving their names (one per extra item column, per
+    source, ...); ``compute(x: FeatureInputs)`` its values, [Q] (or [Q, k] for a block of k)."""
+
+    name: str | Callable[[RankingFeaturizer], Sequence[str]]
+    compute: Callable[[FeatureInputs], np.ndarray]
+
+    def names(self, f: RankingFeaturizer) -> tuple[str, ...]:
+        return (self.name,) if isinstance(self.name, str) else tuple(self.name(f))
+
+
+def _source_names(*kinds: str) -> Callable[[RankingFeaturizer], list[str]]:
+    """Names of a per-source block: source_<name>_<kind> for each source, then each kind."""
+    return lambda f: [f"source_{s}_{kind}" for s in f.source_names_ for kind in kinds]
+
+
+# The raw continuous features, in column order (each normalised to x̃, and x̃², √x̃ with powers).
+CONTINUOUS: tuple[Feature, ...] = (
+    Feature("candidate_score", lambda x: x.score),  # the generator's logit (samples.ranking.candidate_features)
+    Feature("candidate_rank", lambda x: x.rank),  # its corpus rank, 1 = best (samples.ranking.corpus_ranks)
+    Feature("seconds_since_last_watch", lambda x: x.since(x.watches["last"])),
+    Feature("num_earlier_watches", lambda x: x.watches["count"]),
+    Feature("num_earlier_impressions", lambda x: x.featurizer._churn(x.q, x.impressions)),
+    Feature("seconds_since_upload", lambda x: np.maximum(x.since(x.item_features.upload_time_[x.q.items]), 0.0)),
+    Feature("num_channel_watches", lambda x: x.watches["channel_count"]),
+    Feature("seconds_since_channel_watch", lambda x: x.since(x.watches["channel_last"])),
+    Feature("num_item_watches", lambda x: x.watches["item_count"]),
+    Feature("duration", lambda x: np.nan_to_num(x.item_features.duration_[x.q.items], nan=0.0)),
+    Feature("category_watch_share", lambda x: x.watches["category_share"]),
+    Feature("seconds_since_category_watch", lambda x: x.since(x.watches["category_last"])),
+    Feature("item_watches_recent", lambda x: x.featurizer._recent_watches(x.q)),
+    # the items' extra numbers (an unknown value: the column's median, with its flag set)
+    Feature(lambda f: f.item_features_.numeric_names_, lambda x: x.item_numbers[0]),
+    # the user's history with each extra categorical column's value, as with the channel
+    Feature(lambda f: [n for c in _extra_categorical(f.item_features_)
+                       for n in (f"num_{c}_watches", f"seconds_since_{c}_watch")],
+            lambda x: x.watches["extra_categorical"]),
+    # and with each list column's values, as with the categories
+    Feature(lambda f: [n for c in f.item_features_.lists_ for n in (f"{c}_watch_share", f"seconds_since_{c}_watch")],
+            lambda x: x.watches["extra_lists"]),
+    # what each candidate source says (retrieval.blend.SourceView): its score and rank
+    Feature(_source_names("score", "rank"), lambda x: np.stack([x.view.scores, x.view.ranks], axis=2)),
+)
+# The binary features, in column order: fed as they are, after the normalised continuous ones.
+BINARY: tuple[Feature, ...] = (
+    Feature("same_language", lambda x: x.featurizer._same_language(x.generator, x.streams, x.q)),
+    Feature(lambda f: [f"{c} missing" for c in f.item_features_.numeric_names_], lambda x: x.item_numbers[1]),
+    # the items' list columns, as averaged one-hots
+    Feature(lambda f: f.item_features_.list_names(), lambda x: x.item_features.list_features(x.q.items)),
+    Feature(_source_names("nominated"), lambda x: x.view.nominated),
+)
+# read when used, so that a table replaced at run time (a test's extra feature) is the one checked
+_TABLES = {"continuous": lambda: CONTINUOUS, "binary": lambda: BINARY}
+
+
 class RankingFeaturizer:
     def __init__(self, max_items: int | None = 1_000_000, use_powers: bool = True, num_quantiles: int = 1000):
         self.max_items = max_items
@@ -82,6 +186,8 @@ class RankingFeaturizer:
         self.user_features_ = _canonical(user_features)  # what check_generator compares against
         self.set_impression_log(impressions)
         self.source_names_ = tuple(sources)
+        self.__dict__.pop("columns_", None)  # a refit records its own
+        self.columns_ = self._live_columns()  # what ``save`` records and ``load`` checks
         return self
 
     def set_impression_log(self, impressions: pa.Table) -> None:
@@ -143,23 +249,49 @@ class RankingFeaturizer:
 
     @property
     def continuous_names(self) -> tuple[str, ...]:
-        """The raw continuous features, in column order: CONTINUOUS_FEATURES, the items' extra
-        numeric columns, then the user's history with each extra categorical column (as with the
-        channel: earlier watches of the item's value, time since the last) and each list column
-        (as with the categories: share of earlier watches, time since the last)."""
-        f = self.item_features_
-        history = [n for c in _extra_categorical(f) for n in (f"num_{c}_watches", f"seconds_since_{c}_watch")]
-        history += [n for c in f.lists_ for n in (f"{c}_watch_share", f"seconds_since_{c}_watch")]
-        sources = [n for s in self.source_names_ for n in (f"source_{s}_score", f"source_{s}_rank")]
-        return CONTINUOUS_FEATURES + tuple(f.numeric_names_) + tuple(history) + tuple(sources)
+        """The raw continuous features, in column order (the ``CONTINUOUS`` table's names)."""
+        return tuple(n for _, names in self._layout("continuous") for n in names)
 
     @property
     def binary_names(self) -> tuple[str, ...]:
-        """The features fed as they are, in column order: BINARY_FEATURES, the missing flag of
-        each extra numeric item column, then the items' list columns as averaged one-hots."""
-        f = self.item_features_
-        return (BINARY_FEATURES + tuple(f"{c} missing" for c in f.numeric_names_) + tuple(f.list_names())
-                + tuple(f"source_{s}_nominated" for s in self.source_names_))
+        """The features fed as they are, in column order (the ``BINARY`` table's names)."""
+        return tuple(n for _, names in self._layout("binary") for n in names)
+
+    def column(self, name: str) -> int:
+        """The index of the raw continuous feature ``name`` in ``raw_features``' continuous array."""
+        names = self.continuous_names
+        if name not in names:
+            raise KeyError(f"no continuous feature {name!r}; the ranker's are {list(names)}")
+        return names.index(name)
+
+    def check_columns(self) -> None:
+        """Raise unless the tables compute the columns the featurizer was fitted with (``columns_``,
+        saved with it), in the same order: else the ranker was trained with another feature set."""
+        for kind in _TABLES:
+            self._layout(kind)
+
+    def _live_columns(self) -> dict[str, tuple[str, ...]]:
+        return {"continuous": self.continuous_names, "binary": self.binary_names}
+
+    def _layout(self, kind: str) -> list[tuple[Feature, tuple[str, ...]]]:
+        """The entries of the ``kind`` table with their columns' names for this featurizer, checked
+        against ``columns_`` (names depend only on what it was fitted with: kept per fitted state,
+        as serving asks on every request)."""
+        table = _TABLES[kind]()
+        key = (kind, id(table), id(self.item_features_), self.source_names_)
+        cache = self.__dict__.setdefault("_layouts", {})
+        if key not in cache:
+            layout = [(feature, feature.names(self)) for feature in table]
+            live = tuple(n for _, names in layout for n in names)
+            saved = tuple(self.__dict__.get("columns_", {}).get(kind, live))
+            if saved != live:
+                at = next((j for j, (a, b) in enumerate(zip(saved, live)) if a != b), min(len(saved), len(live)))
+                raise ValueError(
+                    f"the ranker was trained with other {kind} features than this version computes: "
+                    f"column {at} is {_at(saved, at)} in the ranker, {_at(live, at)} here "
+                    f"(ranker: {list(saved)}; here: {list(live)}); retrain the ranker")
+            cache[key] = (table, self.item_features_, layout)  # holds both: their ids stay theirs
+        return cache[key][2]
 
     def input_names(self) -> list[str]:
         """The name of every column of ``normalize``'s output (the model's continuous input)."""
@@ -229,7 +361,8 @@ class RankingFeaturizer:
         self, generator, streams: EventStreams, q: Queries, score: np.ndarray, rank: np.ndarray,
         impressions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, view: SourceView | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous [Q, F] float64 and binary [Q, Fb] features (``continuous_names``, ``binary_names``).
+        """Continuous [Q, F] float64 and binary [Q, Fb] features: the columns of the ``CONTINUOUS``
+        and ``BINARY`` tables (``continuous_names``, ``binary_names``).
 
         score, rank [Q]: the generator's view of each row. ``impressions``: extra logged
         impressions (log rows [I], ranker items [I], times [I]) counted with the stored log.
@@ -239,26 +372,24 @@ class RankingFeaturizer:
         if tuple(view.names if view is not None else ()) != self.source_names_:
             raise ValueError(f"the ranker reads the sources {list(self.source_names_)}, "
                              f"got a view of {list(view.names) if view is not None else []}")
-        t = q.times.astype(np.float64)
-        watches = self._watch_counts(generator, streams, q)
-        churn, _ = earlier_events(*self._impression_events(q, impressions), q.imp_rows * self._v + q.items, q.times)
-        churn[(q.imp_rows == 0) | (q.items == 0)] = 0
-        upload = self.item_features_.upload_time_[q.items]
-        duration = self.item_features_.duration_[q.items]
-        raw = np.stack([
-            score, rank, _since(t, watches["last"]), watches["count"], churn,
-            np.maximum(_since(t, upload), 0.0), watches["channel_count"], _since(t, watches["channel_last"]),
-            watches["item_count"], np.nan_to_num(duration, nan=0.0),
-            watches["category_share"], _since(t, watches["category_last"]), self._recent_watches(q),
-        ], axis=1).astype(np.float64)
-        numbers, missing = self._item_numbers(q.items)
-        binary = [self._same_language(generator, streams, q)[:, None], missing,
-                  self.item_features_.list_features(q.items)]
-        raw = np.concatenate([raw, numbers, watches["extra"]], axis=1)
-        if view is not None and view.names:
-            raw = np.concatenate([raw, np.stack([view.scores, view.ranks], axis=2).reshape(len(raw), -1)], axis=1)
-            binary.append(view.nominated.astype(np.float32))
-        return raw, np.concatenate(binary, axis=1).astype(np.float32)
+        x = FeatureInputs(self, generator, streams, q, score, rank, view, impressions)
+        return self._table("continuous", x, np.float64), self._table("binary", x, np.float32)
+
+    def _table(self, kind: str, x: FeatureInputs, dtype) -> np.ndarray:
+        """[Q, F] the ``kind`` table's columns for the queries of ``x``, each entry's where its names are."""
+        layout = self._layout(kind)
+        out = np.empty((len(x.q.items), sum(len(names) for _, names in layout)), dtype)
+        j = 0
+        for feature, names in layout:
+            if not names:  # a block with no columns here (no extra columns, no sources)
+                continue
+            values = np.asarray(feature.compute(x))
+            if values.shape[0] != len(out) or values.size != len(out) * len(names):
+                raise ValueError(f"feature {names[0] if len(names) == 1 else list(names)} computed values of shape "
+                                 f"{values.shape}, expected [{len(out)}, {len(names)}]")
+            out[:, j : j + len(names)] = values.reshape(len(out), len(names))
+            j += len(names)
+        return out
 
     def _item_numbers(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The items' extra numeric columns [Q, K] (an unknown value: the column's median over
@@ -274,7 +405,8 @@ class RankingFeaturizer:
 
     def _watch_counts(self, generator, streams: EventStreams, q: Queries) -> dict[str, np.ndarray]:
         """Counts and last times of the user's earlier watches: any, of the item's channel, of the
-        item, of its categories; "extra" [Q, 2X]: the same for each extra column of the items."""
+        item, of its categories; "extra_categorical" [Q, 2X] and "extra_lists" [Q, 2L]: count (or
+        share) and time since for each extra categorical and list column of the items."""
         positions, rows = user_events(streams.watch_offsets, q.users)  # [E]
         times = streams.watch_times[positions]
         items = self.item_map(generator)[streams.watch_items[positions]]
@@ -293,14 +425,22 @@ class RankingFeaturizer:
         out["category_share"], out["category_last"] = _bag_history(
             f.category_ids_, f.category_offsets_, f.num_categories, rows, times, items, q, count)
         # the items' extra columns, as channel and categories are: the user's history with the value
-        extra = [_value_history(f.categorical_ids_[:, f.column_index(c)], rows, times, items, q)
-                 for c in _extra_categorical(f)]
-        extra += [_bag_history(*f.list_bags_[c], len(f.lists_[c]), rows, times, items, q, count) for c in f.lists_]
         t = q.times.astype(np.float64)
-        columns = [x for amount, then in extra for x in (amount, _since(t, then))]  # count or share, time since
-        out["extra"] = np.stack(columns, axis=1) if columns else np.zeros((len(q.users), 0))
+        for key, extra in (
+            ("extra_categorical", [_value_history(f.categorical_ids_[:, f.column_index(c)], rows, times, items, q)
+                                   for c in _extra_categorical(f)]),
+            ("extra_lists", [_bag_history(*f.list_bags_[c], len(f.lists_[c]), rows, times, items, q, count)
+                             for c in f.lists_]),
+        ):
+            columns = [x for amount, then in extra for x in (amount, _since(t, then))]  # count or share, time since
+            out[key] = np.stack(columns, axis=1) if columns else np.zeros((len(q.users), 0))
         return out
 
+    def _churn(self, q: Queries, impressions) -> np.ndarray:
+        """[Q] earlier impressions of the item to the user: the stored log's and ``impressions``'."""
+        churn, _ = earlier_events(*self._impression_events(q, impressions), q.imp_rows * self._v + q.items, q.times)
+        churn[(q.imp_rows == 0) | (q.items == 0)] = 0
+        return churn
 
     def _impression_events(self, q: Queries, extra) -> tuple[np.ndarray, np.ndarray]:
         logged = q.imp_rows[q.imp_rows < len(self.log_offsets_) - 1]  # rows past the log: extra only
@@ -330,7 +470,8 @@ class RankingFeaturizer:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": _FORMAT, "max_items": self.max_items, "use_powers": self.use_powers,
                 "num_quantiles": self.num_quantiles, "user_features": self.user_features_,
-                "sources": list(self.source_names_)}
+                "sources": list(self.source_names_),
+                "columns": {kind: list(names) for kind, names in self.columns_.items()}}
         (directory / "ranking_features.json").write_text(json.dumps(meta))
         self.items_.to_json(directory / "items.json")
         self.impression_users_.to_json(directory / "impression_users.json")
@@ -357,12 +498,23 @@ class RankingFeaturizer:
             f.log_items_, f.log_times_, f.log_offsets_ = arrays["items"], arrays["times"], arrays["offsets"]
             f.watch_log_, f.log_start_ = arrays["watch_log"], int(arrays["log_start"])
             f.time_codes_, f.recent_window_ = int(arrays["time_codes"]), float(arrays["recent_window"])
+        # saved before the names were recorded: the columns then were the tables' of today
+        if "columns" in meta:
+            f.columns_ = {kind: tuple(meta["columns"][kind]) for kind in _TABLES}
+            f.check_columns()
+        else:
+            f.columns_ = f._live_columns()
         return f
 
 
 def _since(t: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """Time from ``then`` to ``t``; NEVER where ``then`` is unknown (NaN)."""
-    return np.where(np.isnan(then), NEVER, t - np.nan_to_num(then, nan=0.0))
+    """Time from ``then`` to ``t``; NEVER where ``then`` is unknown (NaN). (Times are finite:
+    ``t - then`` is NaN only where ``np.where`` takes NEVER.)"""
+    return np.where(np.isnan(then), NEVER, t - then)
+
+
+def _at(names: Sequence[str], j: int) -> str:
+    return repr(names[j]) if j < len(names) else "absent"
 
 
 def _canonical(document: dict) -> dict:

@@ -55,16 +55,17 @@ class SourceView:
 
     @classmethod
     def of(cls, sources: Sources, ctx: Context, items: np.ndarray,
-           lists: list[np.ndarray] | None = None) -> SourceView:
+           lists: list[np.ndarray] | None = None, states: list | None = None) -> SourceView:
         """items int64 [B, n] catalogue ids (0 = empty slot) of the users in ``ctx``.
         lists: each source's top n_s ids [B, n_s] when already retrieved (else retrieved here,
-        the context's watched items excluded)."""
+        the context's watched items excluded); states: each source's ``encode(ctx)`` when
+        already computed (None entries: encoded here)."""
         exclude = ctx.watched() if lists is None else None
         b, n, s = items.shape[0], items.shape[1], len(sources)
         nominated, scores = np.zeros((b, n, s), bool), np.zeros((b, n, s))
         ranks = np.zeros((b, n, s))
         for j, (source, budget) in enumerate(sources):
-            state = source.encode(ctx)
+            state = source.encode(ctx) if states is None or states[j] is None else states[j]
             top = source.retrieve(state, budget, exclude)[0] if lists is None else lists[j]
             position = _positions(top, items)  # [B, n] 0-based, -1 = not in the list
             nominated[:, :, j] = position >= 0
@@ -78,22 +79,25 @@ class SourceView:
         return SourceView(self.names, self.nominated[mask], self.scores[mask], self.ranks[mask])
 
 
-def blend(sources: Sources, ctx: Context, lists: list[np.ndarray | None] | None = None
-          ) -> tuple[np.ndarray, SourceView]:
+def blend(sources: Sources, ctx: Context, lists: list[np.ndarray | None] | None = None,
+          states: list | None = None) -> tuple[np.ndarray, SourceView]:
     """The union of every source's top n_s for the users of ``ctx``, watched items excluded:
     -> (candidates int64 [B, N] catalogue ids, 0 = empty slot, SourceView [B, N, S]).
 
     The candidates come in source order, each list best first, duplicates dropped. lists: a
     source's top list [B, n_s] where already retrieved (e.g. the generator's, by its index), None
-    for the sources to ask here.
+    for the sources to ask here; states: a source's ``encode(ctx)`` where already computed.
     """
     exclude = ctx.watched()
     lists = list(lists) if lists is not None else [None] * len(sources)
+    states = list(states) if states is not None else [None] * len(sources)
     for j, (source, budget) in enumerate(sources):
+        if states[j] is None:
+            states[j] = source.encode(ctx)
         if lists[j] is None:
-            lists[j] = source.retrieve(source.encode(ctx), budget, exclude)[0]
-    candidates = _union(np.concatenate(lists, axis=1)) if lists else np.zeros((len(ctx), 0), np.int64)
-    return candidates, SourceView.of(sources, ctx, candidates, lists)
+            lists[j] = source.retrieve(states[j], budget, exclude)[0]
+    candidates = merge_lists(np.concatenate(lists, axis=1)) if lists else np.zeros((len(ctx), 0), np.int64)
+    return candidates, SourceView.of(sources, ctx, candidates, lists, states)
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
@@ -105,7 +109,7 @@ def _finite(scores: np.ndarray) -> np.ndarray:
     return np.where(real, scores, np.where(np.isfinite(lowest), lowest, 0.0))
 
 
-def _union(ids: np.ndarray) -> np.ndarray:
+def merge_lists(ids: np.ndarray) -> np.ndarray:
     """[B, m] ids -> [B, N] the distinct non-zero ids of each row in first-seen order, padded with 0."""
     b = len(ids)
     order = np.argsort(ids, axis=1, kind="stable")

@@ -163,10 +163,18 @@ class EASESource:
         self._check_fitted()
         items = check_items(items, self.num_items, len(state))
         cols = self.position_[items]  # [B, n], -1 = not kept
-        gathered = self.weights_[state.cols[:, None], np.maximum(cols[state.rows], 0)]  # [N, n]
-        out = torch.zeros(items.shape, dtype=torch.float32)
-        out.index_add_(0, torch.from_numpy(state.rows), torch.from_numpy(gathered))
-        out = out.numpy()
+        if len(self.items_) <= 8 * items.shape[1]:
+            # few kept items for many candidates: X · B densely (one sparse product), then pick
+            # the candidates; on ml-100k pages (1.6k items, ~600 candidates) 5x the gather below
+            out = np.concatenate([np.take_along_axis(self._kept_scores(state, lo, min(lo + 4096, len(state))),
+                                                     np.maximum(cols[lo : lo + 4096], 0), axis=1)
+                                  for lo in range(0, len(state), 4096)]) if len(state) else \
+                np.zeros(items.shape, np.float32)
+        else:
+            gathered = self.weights_[state.cols[:, None], np.maximum(cols[state.rows], 0)]  # [N, n]
+            summed = torch.zeros(items.shape, dtype=torch.float32)
+            summed.index_add_(0, torch.from_numpy(state.rows), torch.from_numpy(gathered))
+            out = summed.numpy()
         out[cols < 0] = -np.inf
         return out
 

@@ -3,8 +3,15 @@
 The softmax of the generator scores an item by the inner product of the user vector u and the
 item vector v plus the item's bias b. Nearest-neighbour search knows only inner products, so the
 bias rides as one more dimension: items are [v, b], queries [u, 1], and [u, 1] · [v, b] = u·v + b.
-``item_matrix`` and ``queries`` are the one place of the package where that is coded for retrieval
-and scoring; whatever builds or searches an item index of a candidate model goes through them.
+The functions below are the one place of the package where that is coded; whatever builds or
+searches an item index of a candidate model, or scores items with it, goes through them:
+
+    item_table(model)       (v [V, d], b [V] or None) numpy: every id's vector and bias
+    item_matrix(model)      [V - 1, d (+ 1)] the index rows [v, b] of ids 1..V-1
+    index_width(model)      d (+ 1): how wide those rows (and the queries) are
+    queries(u, model)       [B, d (+ 1)]: [u, 1]; ``bias_slot=0`` gives [u, 0] (item-to-item: u·v)
+    logits(u, model)        torch [B, V]: u · v + b over every id, column 0 included (the torch
+                            arithmetic of the model's own ``scores``: exact corpus ranks agree)
 
 A ``GeneratorSource`` is saved as the generator's own model directory (``CandidateGenerator.save``):
 it has no state of its own besides the fitted generator.
@@ -22,7 +29,7 @@ from ytdnn.models.layers import eval_mode
 from ytdnn.retrieval.base import Context, check_exclude, check_items, check_k
 from ytdnn.samples.candidate import assemble_batch
 
-if TYPE_CHECKING:  # candidates.py may import item_matrix / queries from here: no import cycle
+if TYPE_CHECKING:  # candidates.py imports the functions below from here: no import cycle
     from ytdnn.candidates import CandidateGenerator
     from ytdnn.models.candidate import CandidateModel
 
@@ -31,23 +38,48 @@ SCORE_BLOCK = 256  # users per block when gathering item vectors in ``score``
 
 
 @torch.no_grad()
-def item_matrix(model: CandidateModel) -> np.ndarray:
-    """float32 [V - 1, d (+ 1)]: row i - 1 is item id i's vector v_i, with its bias b_i appended
-    when the model has item biases (id 0, padding, is left out)."""
-    v = model.item_vectors().detach()[1:]  # [V - 1, d]
+def item_table(model: CandidateModel) -> tuple[np.ndarray, np.ndarray | None]:
+    """(v float32 [V, d], b float32 [V] or None): every id's output vector and its bias when the
+    model has item biases; row 0 is the padding. Views of the model's weights (no copy): read only."""
+    v = model.item_vectors().detach().numpy()  # [V, d]
     bias = model.item_biases()
-    if bias is not None:
-        v = torch.cat([v, bias.detach()[1:, None]], dim=1)  # [V - 1, d + 1]
-    return np.ascontiguousarray(v.numpy(), dtype=np.float32)
+    return v, None if bias is None else bias.detach().numpy()  # [V]
 
 
-def queries(vectors: np.ndarray, model: CandidateModel) -> np.ndarray:
+def index_width(model: CandidateModel) -> int:
+    """d (+ 1): the width of ``item_matrix`` rows and of ``queries``."""
+    return int(model.item_vectors().shape[1]) + (model.item_bias is not None)
+
+
+def item_matrix(model: CandidateModel) -> np.ndarray:
+    """float32 [V - 1, d (+ 1)], a copy: row i - 1 is item id i's vector v_i, with its bias b_i
+    appended when the model has item biases (id 0, padding, is left out)."""
+    v, bias = item_table(model)
+    if bias is None:
+        return np.array(v[1:], dtype=np.float32)  # [V - 1, d]
+    return np.concatenate([v[1:], bias[1:, None]], axis=1).astype(np.float32, copy=False)  # [V - 1, d + 1]
+
+
+def queries(vectors: np.ndarray, model: CandidateModel, bias_slot: float = 1.0) -> np.ndarray:
     """User vectors u [B, d] -> float32 [B, d (+ 1)]: [u, 1] when the model has item biases, so
-    that [u, 1] · ``item_matrix`` rows = u · v + b."""
+    that [u, 1] · ``item_matrix`` rows = u · v + b. ``bias_slot=0``: [u, 0], whose inner
+    products with the rows are u · v alone (an item vector as the query: nearest items)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if model.item_bias is not None:
-        vectors = np.concatenate([vectors, np.ones((len(vectors), 1), np.float32)], axis=1)
+        slot = np.full((len(vectors), 1), bias_slot, np.float32)
+        vectors = np.concatenate([vectors, slot], axis=1)
     return np.ascontiguousarray(vectors)
+
+
+@torch.no_grad()
+def logits(user_vectors: torch.Tensor, model: CandidateModel) -> torch.Tensor:
+    """u [B, d] -> float32 [B, V]: u · v + b for every id, column 0 (padding) included, computed
+    as the model's softmax computes them (one matmul, then the bias added in place)."""
+    out = user_vectors @ model.item_vectors().T  # [B, V]
+    bias = model.item_biases()
+    if bias is not None:
+        out += bias
+    return out
 
 
 class GeneratorSource:

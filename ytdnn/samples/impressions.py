@@ -14,7 +14,8 @@ score is sharper on training pages than it will be when serving, and a ranker le
 too much. Stacking avoids that: train a generator without each user's last n watches, build the
 pages with it at requests among those last n (``last_watches=n``), train the ranker on them, and
 serve it behind the generator trained on everything. ``pipeline.fit_ranker`` does this whenever
-``last_watches`` is set; ``stacking_generator`` trains the generator that never saw them.
+``last_watches`` is set; ``stacking_generator`` trains the generator that never saw them (on
+``drop_last_watches``).
 
 A log with impressions of its own (the synthetic world) can still learn from built pages
 (``source``): its logged pages come from whatever policy served them then, while the ranker will
@@ -33,6 +34,7 @@ from ytdnn.config import Config
 from ytdnn.data.schema import IMPRESSIONS, DataError, validate_table
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import blend
+from ytdnn.retrieval.generator import logits
 from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.ranking import history_end
 from ytdnn.samples.streams import window_positions, windows
@@ -53,6 +55,9 @@ class ImpressionConfig(Config):
     # Requests only among each user's last n watches (None = any): with a generator trained
     # without them, the generator's score on the positives is not memorised (stacking).
     last_watches: int | None = None
+    # Unordered logs only (no timestamps; samples/holdout_pages.py): the share of each user's
+    # distinct items held out as the page's positives (at least 1, at most all but one).
+    holdout: float = 0.2
     # What the ranker learns from: "logged" (the log's impressions), "built" (pages built as
     # above), "both", or "auto": logged when the log has impressions, else built.
     source: str = "auto"
@@ -67,6 +72,8 @@ class ImpressionConfig(Config):
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if min(self.num_candidates, self.horizon, self.requests_per_user, self.samples) < 1:
             raise ValueError("num_candidates, horizon, requests_per_user and samples must be >= 1")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout!r}")
         for name in ("negatives_per_page", "last_watches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be None or >= 1")
@@ -126,9 +133,11 @@ def drop_last_watches(watches: pa.Table, n: int) -> pa.Table:
     return watches.filter(pa.array(position < counts[users] - n))
 
 
-def stacking_generator(generator, dataset, n: int):
-    """A generator with ``generator``'s configs, trained on ``dataset`` without each user's last n
-    watches, for as many epochs as ``generator`` ran (no validation: it stops where that one did)."""
+def stacking_generator(generator, dataset, watches: pa.Table):
+    """A generator with ``generator``'s configs, trained on ``watches`` (the dataset's without
+    what the pages will ask about: ``drop_last_watches``, or an unordered log's kept items,
+    ``samples.holdout_pages``) and the dataset's other tables, for as many epochs as
+    ``generator`` ran (no validation: it stops where that one did)."""
     from ytdnn.candidates import CandidateGenerator
 
     history = getattr(generator, "history_", None)
@@ -137,7 +146,7 @@ def stacking_generator(generator, dataset, n: int):
                                         max_epochs=epochs or generator.train_cfg.max_epochs)
     return CandidateGenerator(generator.model_cfg, generator.example_cfg, train,
                               generator.max_items, generator.max_tokens).fit(
-        drop_last_watches(dataset.watches, n), dataset.searches, dataset.users, items=dataset.items)
+        watches, dataset.searches, dataset.users, items=dataset.items)
 
 
 def _stream_watch_times(generator, watches: pa.Table, streams) -> np.ndarray:
@@ -173,9 +182,7 @@ def _top_candidates(generator, streams, users, hist_end, token_end, n: int) -> n
     model = generator.model_.eval()
     batch = assemble_batch(streams, generator.example_cfg, users, streams.watch_items, hist_end, token_end,
                            np.full(len(users), generator.featurizer_.serving_age), None)
-    scores = model.user_vector(batch) @ model.item_vectors().T  # [C, V]
-    if model.item_biases() is not None:
-        scores += model.item_biases()
+    scores = logits(model.user_vector(batch), model)  # [C, V] u · v + b
     seen, offsets = windows(streams.watch_items, streams.watch_offsets[users], hist_end, None)
     rows = np.repeat(np.arange(len(users)), np.diff(np.append(offsets, len(seen))))
     scores[torch.from_numpy(rows), torch.from_numpy(seen)] = float("-inf")  # already watched

@@ -7,11 +7,12 @@ An impression (user, item, time t) becomes:
 - the user's categorical / continuous features, the item's categoricals and category bag (the
   users' and items' extra columns among them: features/users.py, features/items.py; an item's
   extra numbers and lists join the continuous and binary features, features/ranking.py);
-- continuous features (``CONTINUOUS_FEATURES``), computed here raw and normalised later by the
-  ranker's quantile normalizer: the candidate generator's score and rank for the user's history
-  before t, the time since the user's last watch, the number of earlier impressions of this item
-  to this user (churn), the time since the upload, and the user's earlier watches from the item's
-  channel and of the item itself;
+- continuous features, raw here and normalised later by the ranker's quantile normalizer, each
+  named and computed in one table (features/ranking.py ``CONTINUOUS``): the candidate generator's
+  score and rank for the user's history before t (``candidate_features``, whose rank serving
+  computes alike: ``corpus_ranks``), the time since the user's last watch, the number of earlier
+  impressions of this item to this user (churn), the time since the upload, and the user's
+  earlier watches from the item's channel and of the item itself;
 - the label (clicked) and the weight (watch time if clicked, else 1; §4.2).
 
 "Strictly earlier" is one rule everywhere: an event at the impression's own second is not history.
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ytdnn.retrieval.generator import logits
 from ytdnn.samples.candidate import assemble_batch
 from ytdnn.samples.sharding import Shard
 from ytdnn.samples.streams import EventStreams, window_positions, windows
@@ -34,17 +36,10 @@ from ytdnn.samples.streams import EventStreams, window_positions, windows
 # "Time since" of something that never happened: longer than any real gap in any time unit
 # (2**62 s, ms, µs or even ns is more than a century), so no input depends on the timestamps' unit.
 NEVER = float(2**62)
-CONTINUOUS_FEATURES = (
-    "candidate_score", "candidate_rank", "seconds_since_last_watch", "num_earlier_watches",
-    "num_earlier_impressions", "seconds_since_upload", "num_channel_watches",
-    "seconds_since_channel_watch", "num_item_watches", "duration",
-    "category_watch_share", "seconds_since_category_watch", "item_watches_recent",
-)
 # The window of "item_watches_recent", as a share of the training log's span: the item's trend,
 # not its lifetime. 1/30 is a week on ml-100k's 7 months; a share, not a number of days, keeps the
 # feature the same when the time axis is stretched.
 RECENT_SHARE = 1 / 30
-BINARY_FEATURES = ("same_language",)  # fed as 0/1, not normalised
 
 
 @dataclasses.dataclass
@@ -248,8 +243,6 @@ def candidate_features(
     Impressions sharing a context (a page) share one user vector.
     """
     model = generator.model_.eval()
-    vectors = model.item_vectors()  # [V, d]
-    bias = model.item_biases()
     first, context = group_rows(users, watch_end, token_end)  # [G], [Q]
     order = np.argsort(context, kind="stable")
     bounds = np.searchsorted(context[order], np.arange(0, len(first) + contexts_per_chunk, contexts_per_chunk))
@@ -260,22 +253,46 @@ def candidate_features(
             break
         batch = assemble_batch(streams, generator.example_cfg, users[ctx], streams.watch_items,
                                watch_end[ctx], token_end[ctx], np.full(len(ctx), generator.featurizer_.serving_age), None)
-        full = model.user_vector(batch) @ vectors.T  # [C, V]
-        if bias is not None:
-            full += bias
-        full[:, 0] = float("inf")  # padding: excluded from ranks and minima below
-        lowest = full.min(dim=1).values  # [C] (finite: real items only)
-        full[:, 0] = float("-inf")
+        full = logits(model.user_vector(batch), model).numpy()  # [C, V] u · v + b
+        full[:, 0] = np.inf  # padding: excluded from ranks and minima below
+        lowest = full.min(axis=1)  # [C] (finite: real items only)
+        full[:, 0] = -np.inf
         for r0 in range(a, b, rows_per_chunk):
             rows = order[r0 : min(b, r0 + rows_per_chunk)]
-            local = torch.from_numpy(context[rows] - c0 * contexts_per_chunk)
-            items = torch.from_numpy(gen_items[rows])
-            s = full[local, items]  # [R]
-            s = torch.where(items > 0, s, lowest[local])
-            above = (full[local] > s[:, None]).sum(dim=1)  # [R]
-            r = torch.where(items > 0, above + 1, torch.full_like(above, full.shape[1] - 1))
-            score[rows], rank[rows] = s.double().numpy(), r.double().numpy()
+            local = context[rows] - c0 * contexts_per_chunk  # [R]
+            items = gen_items[rows]
+            known = items > 0
+            s = np.where(known, full[local, items], lowest[local])  # [R] float32
+            score[rows] = s
+            rank[rows] = np.where(known, corpus_ranks(full, local, s), full.shape[1] - 1)
     return score, rank
+
+
+def corpus_ranks(pool: np.ndarray, context: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The candidate rank, one definition for the pages a ranker learns from and the candidates
+    it serves: 1 + how many real catalogue items score strictly above (1 = the best).
+
+    pool float [C, P]: per context (a user's history) the scores of the items that may score
+    above, -inf for none (the padding id 0 and empty slots, never counted): every item's, or at
+    serving from an exact index the retrieved list's and the watched items', which hold every
+    item above any retrieved one. context [R]: each score's row of pool; scores [R] -> float64 [R].
+    Two exact ways to count, by cost: a comparison with the whole row (few scores per context,
+    as on training pages), or a binary search in the sorted row (hundreds, as at serving).
+    """
+    pool, context, scores = np.asarray(pool), np.asarray(context, np.int64), np.asarray(scores)
+    if pool.dtype == np.float32 and scores.dtype != np.float32 and np.array_equal(scores.astype(np.float32), scores):
+        scores = scores.astype(np.float32)  # float32 values: compared alike, without widening the pool
+    width, contexts = pool.shape[1], np.count_nonzero(np.bincount(context, minlength=len(pool)))
+    if len(scores) <= contexts * np.log2(max(width, 2)):  # R * P comparisons cost less than the sorts
+        return 1.0 + np.count_nonzero(pool[context] > scores[:, None], axis=1)
+    above = np.empty(len(scores), np.int64)
+    order = np.argsort(context, kind="stable")
+    bounds = np.searchsorted(context[order], np.arange(len(pool) + 1))
+    for c, (a, b) in enumerate(itertools.pairwise(bounds)):
+        if a < b:
+            rows = order[a:b]
+            above[rows] = width - np.searchsorted(np.sort(pool[c]), scores[rows], side="right")
+    return 1.0 + above
 
 
 def history_end(offsets: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray) -> np.ndarray:

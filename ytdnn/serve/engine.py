@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -26,11 +27,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from ytdnn.config import Config
 from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.pipeline import Recommender
+from ytdnn.retrieval.generator import item_table, queries
+from ytdnn.retrieval.popular import PopularConfig
 from ytdnn.serve.events import History, coerce_id
 from ytdnn.serve.popular import PopularItems
 
@@ -45,7 +47,9 @@ class ServeConfig(Config):
     max_header_bytes: int = 1 << 14  # all request headers, names and values; more is a 431 (h11's
     # own limit, which holds only while a request head arrives in pieces)
     max_batch_size: int = 16  # /recommend requests answered by one model call (micro-batching)
-    popular_half_life_days: float = 7.0
+    # the fallback list's half-life, as a share of the training window (the fresh-popular source's
+    # own default, 1/30: about a week on ml-100k's 7 months), whatever the log's time scale
+    popular_half_life_share: float = PopularConfig.half_life_share
     num_candidates: int | None = None  # retrieved and ranked per request; None: the model's own
     # The ranker reads every item's share of its first layer from a table built at load
     # (Recommender.fast_path): the same lists, scores equal up to float rounding.
@@ -63,6 +67,10 @@ class ServeConfig(Config):
         for name in ("num_threads", "num_candidates"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be None or >= 1")
+        share = self.popular_half_life_share
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not (math.isfinite(share) and share > 0):
+            raise ValueError("ServeConfig.popular_half_life_share must be a finite number > 0 (the "
+                             f"half-life of a watch's weight as a share of the training window), got {share!r}")
 
 
 class BadInput(ValueError):
@@ -99,13 +107,11 @@ class ServingModel:
         self.categorical = list(f.user_features_.categorical_)
         self.continuous = list(f.user_features_.continuous_)
         self.stage = "ranker" if self.recommender.ranker is not None else "candidates"
-        self.popular = PopularItems(self.config.popular_half_life_days).fit(gen)
+        self.popular = PopularItems(self.config.popular_half_life_share).fit(gen)
         self.titles = gen.item_titles()
         if getattr(gen, "index_", None) is None:
             gen.build_index()
-        with torch.no_grad():
-            self._item_vectors = gen.model_.item_vectors().detach().numpy()  # [V, d]
-        self._bias_dim = gen.model_.item_bias is not None
+        self._item_vectors, _ = item_table(gen.model_)  # v [V, d]
         self.version = _version(self.model_dir)
         self.loaded_at = time.time()
         self._warm_up()
@@ -217,9 +223,8 @@ class ServingModel:
         row = int(gen.featurizer_.items_.encode([item_id])[0])
         if row == 0:
             return None
-        query = self._item_vectors[row][None, :]  # [1, d]
-        if self._bias_dim:  # the index holds [v, b]: a 0 in the bias slot leaves v_i . v_j
-            query = np.concatenate([query, np.zeros((1, 1), np.float32)], axis=1)
+        # the index holds [v, b]: a 0 in the query's bias slot leaves v_i . v_j
+        query = queries(self._item_vectors[row][None, :], gen.model_, bias_slot=0.0)  # [1, d (+ 1)]
         scores, ids = gen.index_.search(query, k, exclude=[np.array([row])])
         keep = ids[0] > 0
         decoded = gen.featurizer_.items_.decode(ids[0][keep])

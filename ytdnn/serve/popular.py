@@ -2,10 +2,13 @@
 
 A user with no history, no stored features and none sent with the request gets the same cold-start
 vector as every other such user, so the model adds nothing over a plain list. The list used here
-is the training log's watches counted with an exponential decay by age at the end of the training
-window (``half_life_days``; paper §3.3: users prefer fresh content, and a new upload's draw decays
-quickly): an item watched a lot last week outranks one watched as much two months ago. For a log
-without timestamps every watch weighs 1, i.e. plain popularity.
+is the fresh-popular candidate source (``ytdnn.retrieval.popular.PopularSource``) fitted on the
+generator's training streams: each watch counts ``2 ** (-age / half_life)`` by its age at the end
+of the training window, the half-life a share of that window (``half_life_share``; paper §3.3:
+users prefer fresh content, and a new upload's draw decays quickly), so it means the same on a
+log of seconds over 7 months as on one of 20 years: an item watched a lot lately outranks one
+watched as much long before. For a log without timestamps every watch weighs 1, i.e. plain
+popularity. Only items watched at least once are listed.
 
 The list is computed once per model (at load, so a reload refreshes it); it does not follow the
 events posted since, whose timestamps need not share the training log's clock.
@@ -15,33 +18,33 @@ from __future__ import annotations
 
 import numpy as np
 
-DAY = 86_400
+from ytdnn.retrieval.popular import PopularConfig, PopularSource
 
 
 class PopularItems:
-    """``fit(generator)`` -> ``top(k)``: (item ids [k], scores [k]) best first.
+    """``fit(generator)`` -> ``top(k)``: (item ids, scores) best first, at most k.
 
-    Fitted: ``scores_`` float64 [V] (decayed watch counts; index = item vocabulary id, 0 = OOV),
-    ``order_`` int64 [V - 1] vocabulary ids by score, descending (ties: the vocabulary's order,
-    i.e. more watches overall first).
+    Fitted: ``source_`` (the ``PopularSource``: ``counts_`` float64 [V] decayed watch counts,
+    index = item vocabulary id, 0 = OOV; ``order_`` the watched ids best first, ties to the lower
+    id, i.e. more watches overall first).
     """
 
-    def __init__(self, half_life_days: float = 7.0) -> None:
-        if not half_life_days > 0:
-            raise ValueError(f"half_life_days must be > 0, got {half_life_days!r}")
-        self.half_life_days = half_life_days
+    def __init__(self, half_life_share: float = PopularConfig.half_life_share) -> None:
+        self.cfg = PopularConfig(half_life_share=half_life_share)  # ValueError for a share <= 0
+
+    @property
+    def half_life_share(self) -> float:
+        return self.cfg.half_life_share
 
     def fit(self, generator) -> PopularItems:
-        f, s = generator.featurizer_, generator.streams_
-        age = np.maximum(f.window_end_ - s.watch_times, 0).astype(np.float64)  # [W] seconds
-        weight = np.exp2(-age / (self.half_life_days * DAY)) if f.ordered_ else np.ones(len(age))
-        self.scores_ = np.bincount(s.watch_items, weights=weight, minlength=f.num_items)
-        self.scores_[0] = -np.inf  # never serve the OOV row
-        self.order_ = 1 + np.argsort(-self.scores_[1:], kind="stable")
-        self._decode = f.items_.decode
+        """On a fitted CandidateGenerator's training streams and window."""
+        self.source_ = PopularSource.from_generator(generator, self.cfg)
+        self._decode = generator.featurizer_.items_.decode
         return self
 
     def top(self, k: int) -> tuple[list, np.ndarray]:
-        """The k freshest-and-most-popular items: (original ids, decayed watch counts)."""
-        ids = self.order_[:k]
-        return self._decode(ids), self.scores_[ids]
+        """The k freshest-and-most-popular items: (original ids, decayed watch counts float32);
+        fewer when fewer items were ever watched."""
+        ids, scores = self.source_.retrieve(1, k)  # [1, k], padded with id 0 / -inf
+        keep = ids[0] > 0
+        return self._decode(ids[0][keep]), scores[0][keep]
