@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from fixed_source import Fixed
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.pipeline import Recommender
-from ytdnn.retrieval.base import Context, top_k
+from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import SourceView, blend, parse_sources, view_of_rows
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.streams import EventStreams
@@ -20,23 +21,6 @@ from ytdnn.train.config import TrainConfig
 from ytdnn.training import fit_ranker, fit_sources
 
 USERS = [3, 17, 42, 150]
-
-
-class Fixed:
-    """A source with a fixed score per item (the same for every user): top_k of a dense row."""
-
-    def __init__(self, name: str, scores: list[float]):
-        self.name, self.num_items = name, len(scores)
-        self.scores = np.array(scores, np.float32)
-
-    def encode(self, ctx):
-        return len(ctx)
-
-    def retrieve(self, state, k, exclude=None):
-        return top_k(np.tile(self.scores, (state, 1)), k, exclude)
-
-    def score(self, state, items):
-        return np.where(items > 0, self.scores[items], -np.inf).astype(np.float32)
 
 
 def streams_of(histories: list[list[int]]) -> EventStreams:

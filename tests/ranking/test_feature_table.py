@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from fixed_source import Fixed
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.data.synthetic import WorldConfig, generate
@@ -18,30 +19,12 @@ from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker
-from ytdnn.retrieval.base import top_k
 from ytdnn.retrieval.blend import SourceView
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.ranking import NEVER, candidate_features, corpus_ranks
 from ytdnn.train.config import TrainConfig
 
 I64 = pa.int64()
-
-
-class Fixed:
-    """A source with a fixed score per item, the same for every user."""
-
-    def __init__(self, name: str, scores):
-        self.name, self.num_items = name, len(scores)
-        self.scores = np.asarray(scores, np.float32)
-
-    def encode(self, ctx):
-        return len(ctx)
-
-    def retrieve(self, state, k, exclude=None):
-        return top_k(np.tile(self.scores, (state, 1)), k, exclude)
-
-    def score(self, state, items):
-        return np.where(items > 0, self.scores[items], -np.inf).astype(np.float32)
 
 
 def _hand_world():

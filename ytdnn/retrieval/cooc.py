@@ -40,9 +40,7 @@ from ytdnn.retrieval.base import (
     check_items,
     check_k,
     check_streams,
-    dense_block,
     distinct_pairs,
-    top_k,
 )
 from ytdnn.samples.streams import EventStreams, window_positions
 
@@ -211,29 +209,42 @@ class CoocSource:
 
     # ---- retrieval ----------------------------------------------------------------------------
 
-    def _dense(self, state: RecentItems, lo: int, hi: int) -> np.ndarray:
-        """float64 [hi - lo, V]: sum_r w_r sim(r, .) of users lo..hi-1."""
-        a, b = np.searchsorted(state.rows, [lo, hi])
-        rows, items, weights = state.rows[a:b] - lo, state.items[a:b], state.weights[a:b]
+    def _links(self, state: RecentItems) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct (row, item) pairs linked to the users' recent items, sorted, as one key
+        row * V + item [L], and their scores sum_r w_r sim(r, item) float64 [L] (> 0)."""
+        items = state.items
         positions, _ = window_positions(self.indptr_[items], self.indptr_[items + 1], None)
         length = np.diff(self.indptr_)[items]
-        flat = np.repeat(rows, length) * self.num_items + self.neighbours_[positions]
-        values = np.repeat(weights, length) * self.similarity_[positions]
-        return np.bincount(flat, values, minlength=(hi - lo) * self.num_items).reshape(hi - lo, self.num_items)
+        keys = np.repeat(state.rows, length) * self.num_items + self.neighbours_[positions]
+        values = np.repeat(state.weights, length) * self.similarity_[positions]
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, np.bincount(inverse, values, minlength=len(distinct))
 
     def retrieve(self, state: RecentItems, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top k of the positive scores -> (ids int64 [B, k], scores float32 [B, k])."""
+        """Top k of the positive scores -> (ids int64 [B, k], scores float32 [B, k]). Only the
+        items linked to a user's recent ones can score, so this sorts those (about recent x
+        neighbours per user) instead of a dense row of the catalogue."""
         self._check_fitted()
         k = check_k(k)
         exclude = check_exclude(exclude, len(state))
+        keys, values = self._links(state)
+        values = values.astype(np.float32)  # ranked in float32, as the scores are returned
+        keep = values > 0
+        if exclude is not None and sum(len(e) for e in exclude):
+            owner = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
+            banned = np.concatenate(exclude)
+            inside = (banned > 0) & (banned < self.num_items)  # ids past the catalogue ban nothing
+            keep &= ~np.isin(keys, owner[inside] * self.num_items + banned[inside])
+        keys, values = keys[keep], values[keep]
+        rows, items = keys // self.num_items, keys % self.num_items
+        order = np.lexsort((items, -values, rows))  # per row: best first, ties to the lower id
+        rows, items, values = rows[order], items[order], values[order]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+        top = rank < k
         ids = np.zeros((len(state), k), np.int64)
         scores = np.full((len(state), k), -np.inf, np.float32)
-        block = dense_block(self.num_items)
-        for lo in range(0, len(state), block):
-            hi = min(lo + block, len(state))
-            dense = self._dense(state, lo, hi).astype(np.float32)
-            dense[dense <= 0] = -np.inf  # no link: not nominated
-            ids[lo:hi], scores[lo:hi] = top_k(dense, k, None if exclude is None else exclude[lo:hi])
+        ids[rows[top], rank[top]] = items[top]
+        scores[rows[top], rank[top]] = values[top]
         return ids, scores
 
     def score(self, state: RecentItems, items: np.ndarray) -> np.ndarray:
