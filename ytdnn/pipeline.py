@@ -200,7 +200,9 @@ class Recommender:
 
     def blend_sources(self) -> Sources:
         """The generator (nominating num_candidates) followed by the other sources."""
-        return [(GeneratorSource(self.candidates), self.num_candidates), *self.sources]
+        if getattr(self, "_generator_source", None) is None:  # kept: it caches the item matrix
+            self._generator_source = GeneratorSource(self.candidates)
+        return [(self._generator_source, self.num_candidates), *self.sources]
 
     def _blend(self, rows: np.ndarray, vectors: np.ndarray, candidates: np.ndarray, now: np.ndarray,
                timings: dict, streams=None):
