@@ -9,6 +9,10 @@
    also the ground-truth expected watch time of the top 10 at the cut ("EWT@10", seconds). On both,
    the ranker learns on pages built from the generator's top 500 by a stacking generator
    (``pipeline.fit_ranker``, ``samples/impressions.py``).
+   On ml-100k the ranker orders the blend of ``ML_SOURCES`` beside the generator's 500
+   (``retrieval/blend.py``), and each source alone (``source-<name>``, its own top 100) and the
+   fixed linear blend of the generator and EASE (``blend-linear``) are recorded beside it
+   (choices: bench/results/ranking-sources.md).
 3. Latency of ``recommend(user, k=10)`` with 500 candidates ranked, on a 100k-item corpus, with
    the approximate index: p50 / p99 and where the time goes.
 
