@@ -5,19 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from fixed_source import Fixed
 
-from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
-from ytdnn.data.synthetic import WorldConfig, generate
-from ytdnn.models.candidate import CandidateConfig
 from ytdnn.pipeline import Recommender
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import SourceView, blend, parse_sources, view_of_rows
-from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.streams import EventStreams
-from ytdnn.train.config import TrainConfig
 from ytdnn.training import fit_ranker, fit_sources
 
 USERS = [3, 17, 42, 150]
@@ -71,15 +65,8 @@ def test_a_view_of_rows_equals_the_view_of_their_pages():
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    d = generate(WorldConfig.preset("tiny")).dataset
-    gen = CandidateGenerator(
-        CandidateConfig(embedding_dim=16, output_dim=16, depth=0, num_negatives=None),
-        ExampleConfig(max_watch_history=20),
-        TrainConfig(lr=3e-3, max_epochs=1, progress=False, num_threads=1),
-    ).fit(d.watches, d.searches, d.users, items=d.items)
-    return d, gen
+def tiny(tiny_world):
+    return tiny_world
 
 
 def settings(extra: dict) -> TwoStageConfig:

@@ -11,7 +11,6 @@ import torch
 from fixed_source import Fixed
 
 from ytdnn.candidates import CandidateGenerator
-from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.features import ranking as table
 from ytdnn.features.ranking import Feature, RankingFeaturizer
 from ytdnn.modeldir import ModelDirError
@@ -187,15 +186,8 @@ def test_corpus_ranks_by_hand_both_ways():
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    d = generate(WorldConfig.preset("tiny")).dataset
-    gen = CandidateGenerator(
-        CandidateConfig(embedding_dim=16, output_dim=16, depth=0, num_negatives=None),
-        ExampleConfig(max_watch_history=20),
-        TrainConfig(lr=3e-3, max_epochs=1, progress=False, num_threads=1),
-    ).fit(d.watches, d.searches, d.users, items=d.items)
-    return d, gen
+def tiny(tiny_world):
+    return tiny_world
 
 
 def test_serving_computes_the_candidate_rank_the_ranker_trained_on_exactly(tiny):

@@ -5,17 +5,12 @@ import json
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-import torch
 
-from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.schema import DataError, Dataset
-from ytdnn.data.synthetic import WorldConfig, generate
-from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.pipeline import Recommender
 from ytdnn.ranking import Ranker, RankerBag
-from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.ranking import candidate_features
 from ytdnn.train.config import TrainConfig
 from ytdnn.training import fit_ranker, train_ranker
@@ -24,14 +19,8 @@ USERS = [3, 17, 42, 150]
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    d = generate(WorldConfig.preset("tiny")).dataset
-    gen = CandidateGenerator(
-        CandidateConfig(embedding_dim=16, output_dim=16, depth=0, num_negatives=None),
-        ExampleConfig(max_watch_history=20),
-        TrainConfig(lr=3e-3, max_epochs=1, progress=False, num_threads=1),
-    ).fit(d.watches, d.searches, d.users, items=d.items)
+def tiny(tiny_world):
+    d, gen = tiny_world
     ranker = Ranker(RankerConfig(tower="32", max_embedding_dim=8),
                     TrainConfig(max_epochs=1, batch_size=512, progress=False, num_threads=1)).fit(
         gen, d.impressions, users=d.users, items=d.items)
