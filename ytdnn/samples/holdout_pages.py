@@ -32,11 +32,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ytdnn.data.schema import IMPRESSIONS, validate_table
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import Sources, blend
 from ytdnn.retrieval.generator import GeneratorSource
-from ytdnn.samples.impressions import ImpressionConfig, _decode, _sampled
+from ytdnn.samples.impressions import ImpressionConfig, page_table, stack_pages
 
 PAGE_TIME = 1  # an unordered log's events are at 0: its pages (and serving) come just after
 
@@ -82,21 +81,10 @@ def holdout_pages(generator, held: pa.Table, cfg: ImpressionConfig | None = None
     for a in range(0, len(rows), users_per_chunk):
         ctx = Context.whole(streams, rows[a : a + users_per_chunk], PAGE_TIME)  # the kept history
         pages.append(blend(sources, ctx)[0])
-    width = max((p.shape[1] for p in pages), default=cfg.num_candidates)
-    candidates = np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in pages]) if pages \
-        else np.zeros((0, width), np.int64)  # [R, N]
+    candidates = stack_pages(pages, cfg.num_candidates)  # [R, N]
     clicked, watch_time = _clicks(rows, candidates, held_users, held_items, seconds, f.num_items)
-    keep = ((candidates > 0) & _sampled(clicked, cfg)).ravel()
-    page = np.repeat(np.arange(len(rows)), candidates.shape[1])[keep]
-    table = pa.table({
-        "user_id": _decode(f.users_, rows[page]),
-        "item_id": _decode(f.items_, candidates.ravel()[keep]),
-        "timestamp": pa.array(np.full(len(page), PAGE_TIME), pa.int64()),
-        "clicked": pa.array(clicked.ravel()[keep]),
-        "watch_time": pa.array(watch_time.ravel()[keep], pa.float64()),
-        "page_id": pa.array(page, pa.int64()),
-    })
-    return validate_table(table, IMPRESSIONS, source="<holdout pages>")
+    return page_table(f, rows, np.full(len(rows), PAGE_TIME), candidates, clicked, watch_time, cfg,
+                      "<holdout pages>")
 
 
 def _clicks(rows: np.ndarray, candidates: np.ndarray, held_users: np.ndarray, held_items: np.ndarray,

@@ -105,21 +105,37 @@ def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionCon
             ctx = Context(streams, req_users[sl], hist_end[sl], token_end[sl], times[sl])
             top = blend(sources, ctx, [top] + [None] * (len(sources) - 1))[0]
         pages.append(top)
-    width = max((p.shape[1] for p in pages), default=cfg.num_candidates)
-    candidates = np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in pages]) if pages \
-        else np.zeros((0, width), np.int64)  # [R, N]
+    candidates = stack_pages(pages, cfg.num_candidates)  # [R, N]
     clicked, seconds = _clicks(streams, watch_time, req_users, hist_end, candidates, cfg.horizon)
+    return page_table(generator.featurizer_, req_users, times, candidates, clicked, seconds, cfg,
+                      "<impressions from candidates>")
+
+
+def stack_pages(pages: list[np.ndarray], width: int) -> np.ndarray:
+    """Chunks of pages [R_i, N_i] (ids, 0 = empty slot) -> one [R, max N_i] array, padded with 0
+    (a blend's pages differ in width); [0, width] when there are none."""
+    width = max((p.shape[1] for p in pages), default=width)
+    if not pages:
+        return np.zeros((0, width), np.int64)
+    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in pages])
+
+
+def page_table(featurizer, users: np.ndarray, times: np.ndarray, candidates: np.ndarray,
+               clicked: np.ndarray, seconds: np.ndarray, cfg: ImpressionConfig, source: str) -> pa.Table:
+    """The impressions table (canonical schema) of R pages: users, times [R] (user rows, seconds),
+    candidates [R, N] catalogue ids, clicked and seconds [R, N]; every positive and the sampled
+    negatives (``negatives_per_page``) of each page, page ids 0..R-1."""
     keep = ((candidates > 0) & _sampled(clicked, cfg)).ravel()
-    page = np.repeat(np.arange(len(requests)), candidates.shape[1])[keep]
+    page = np.repeat(np.arange(len(users)), candidates.shape[1])[keep]
     table = pa.table({
-        "user_id": _decode(generator.featurizer_.users_, req_users[page]),
-        "item_id": _decode(generator.featurizer_.items_, candidates.ravel()[keep]),
+        "user_id": _decode(featurizer.users_, users[page]),
+        "item_id": _decode(featurizer.items_, candidates.ravel()[keep]),
         "timestamp": pa.array(times[page], pa.int64()),
         "clicked": pa.array(clicked.ravel()[keep]),
         "watch_time": pa.array(seconds.ravel()[keep], pa.float64()),
         "page_id": pa.array(page, pa.int64()),
     })
-    return validate_table(table, IMPRESSIONS, source="<impressions from candidates>")
+    return validate_table(table, IMPRESSIONS, source=source)
 
 
 def drop_last_watches(watches: pa.Table, n: int) -> pa.Table:
