@@ -12,7 +12,7 @@ from ytdnn.pipeline import Recommender
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import SourceView, blend, parse_sources, view_of_rows
 from ytdnn.samples.streams import EventStreams
-from ytdnn.training import fit_ranker, fit_sources
+from ytdnn.training import fit_ranker, fit_sources, train_ranker
 
 USERS = [3, 17, 42, 150]
 
@@ -100,3 +100,14 @@ def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path):
         np.testing.assert_array_equal(a.item_ids, b.item_ids)
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
         assert a.sources == b.sources
+
+
+def test_a_ranker_with_sources_trained_next_to_a_candidates_directory_loads_with_them(tiny, tmp_path):
+    d, gen = tiny
+    gen.save(tmp_path / "cands")
+    train_ranker(d, tmp_path / "cands", config=settings({"pipeline.sources": "cooc:10"}))
+    assert json.loads((tmp_path / "cands" / "sources.json").read_text())[0]["name"] == "cooc"
+    loaded = Recommender.load(tmp_path / "cands")
+    assert [s.name for s, _ in loaded.blend_sources()] == ["generator", "cooc"]
+    top = loaded.recommend(USERS[0], k=5)
+    assert list(top.stages) == ["ranker"] * 5 and all(top.sources)
