@@ -314,9 +314,9 @@ def _load_sources(md: ModelDir, generator: CandidateGenerator) -> Sources:
         raise md.error('must list {"name", "dir", "candidates" >= 1} per source')
     sources = [(load_source(md.folder(e["dir"]), generator), e["candidates"]) for e in listing]
     md.current = SOURCES
-    for (src, _), e in zip(sources, listing):
-        if src.name != e.get("name") or src.num_items != generator.featurizer_.num_items:
-            raise md.error(f"source {e.get('name')!r} in {e['dir']} is not over the generator's catalogue")
+    for (src, _), e in zip(sources, listing):  # load_source checked the catalogue's size
+        if src.name != e.get("name"):
+            raise md.error(f"{e['dir']} holds the source {src.name!r}, listed as {e.get('name')!r}")
     return sources
 
 

@@ -17,6 +17,7 @@ before a training page's request, so pages built for the ranker see what serving
 
 from __future__ import annotations
 
+import json
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,13 @@ def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -
         ids = np.pad(ids, ((0, 0), (0, k - k_eff)))
         values = np.pad(values, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
     return ids, values
+
+
+def write_config(directory: str | Path, kind: str, version: int, num_items: int, cfg: Any, **extra: Any) -> Path:
+    """Create ``directory`` and write a source's config.json: its kind and format version, the
+    catalogue size, its settings (a Config) and ``extra`` JSON values -> the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"format_version": version, "kind": kind, "num_items": num_items, "config": cfg.to_dict(), **extra}
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory

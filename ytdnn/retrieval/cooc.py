@@ -25,7 +25,6 @@ neighbours [L] int64, similarity [L] float32; loaded with allow_pickle=False).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from ytdnn.retrieval.base import (
     check_k,
     check_streams,
     distinct_pairs,
+    write_config,
 )
 from ytdnn.samples.streams import EventStreams, window_positions
 
@@ -268,11 +268,7 @@ class CoocSource:
 
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_items": self.num_items,
-                  "config": self.cfg.to_dict()}
-        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg)
         np.savez(directory / ARRAYS, indptr=self.indptr_, neighbours=self.neighbours_,
                  similarity=self.similarity_)
         return directory

@@ -16,7 +16,6 @@ Saved as a directory: config.json (kind "ytdnn.source.ease") and ease.safetensor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from ytdnn.retrieval.base import (
     dense_block,
     distinct_pairs,
     top_k,
+    write_config,
 )
 from ytdnn.samples.streams import EventStreams
 
@@ -182,11 +182,7 @@ class EASESource:
 
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_items": self.num_items,
-                  "config": self.cfg.to_dict()}
-        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg)
         save_file({"weights": self.weights_, "items": self.items_}, str(directory / WEIGHTS))
         return directory
 

@@ -18,7 +18,6 @@ Saved as a directory: config.json (kind "ytdnn.source.popular", the window) and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,14 @@ import numpy as np
 
 from ytdnn.config import Config
 from ytdnn.modeldir import ModelDir
-from ytdnn.retrieval.base import Context, check_exclude, check_items, check_k, check_streams
+from ytdnn.retrieval.base import (
+    Context,
+    check_exclude,
+    check_items,
+    check_k,
+    check_streams,
+    write_config,
+)
 from ytdnn.samples.streams import EventStreams
 
 KIND = "ytdnn.source.popular"
@@ -146,11 +152,8 @@ class PopularSource:
 
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"format_version": FORMAT_VERSION, "kind": KIND, "num_items": self.num_items,
-                  "window": list(self.window_), "config": self.cfg.to_dict()}
-        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg,
+                                 window=list(self.window_))
         np.savez(directory / ARRAYS, counts=self.counts_)
         return directory
 
