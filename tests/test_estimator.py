@@ -265,4 +265,20 @@ def test_the_rating_heads_add_their_weighted_losses_on_rated_rows_only():
     probabilities = torch.softmax(classes, dim=1)
     assert torch.allclose(model.expected_rating(batch)[:2], value.clamp(1, 5))
     model.cfg = cfg.replace(rating_output="classes")
-    assert torch.allclose(model.expected_rating(batch)[:2], probabilities @ torch.tensor([1.0, 3.0, 5.0]))
+    expectation = probabilities @ torch.tensor([1.0, 3.0, 5.0])
+    assert torch.allclose(model.expected_rating(batch)[:2], expectation)
+    model.cfg = cfg.replace(rating_output="mean")
+    assert torch.allclose(model.expected_rating(batch)[:2], ((value + expectation) / 2).clamp(1, 5))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"rating_output": "mean", "rating_loss_weight": 1.0}, "'mean' needs rating_class_loss_weight"),
+    ({"rating_output": "mean", "rating_class_loss_weight": 1.0}, "'mean' needs rating_loss_weight"),
+    ({"rating_output": "classes", "rating_loss_weight": 1.0}, "'classes' needs rating_class_loss_weight"),
+    ({"rating_output": "median"}, "rating_output must be one of"),
+])
+def test_a_rating_output_needs_the_heads_it_reads(settings, message):
+    from ytdnn.models.ranker import RankerConfig
+
+    with pytest.raises(ValueError, match=message):
+        RankerConfig(**settings).validate()

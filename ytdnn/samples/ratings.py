@@ -37,7 +37,9 @@ MAX_RATING_LEVELS = 20  # more distinct values than this is a continuous score: 
 @dataclasses.dataclass(frozen=True)
 class RatingConfig(Config):
     folds: int = 5  # unordered logs: a label's bag is its user's ratings outside its fold
-    negatives_per_rating: int = 1  # unrated items per labelled rating, for the logistic head
+    # unrated items per labelled rating, for the logistic head; what a user chose to rate helps
+    # predict how (ml-1m validation RMSE: 1 -> 0.866, 3 -> 0.861; YouTubeDNN's docstring)
+    negatives_per_rating: int = 3
     # Feed the candidate generator's score and rank of the pair. Off by default: the generator
     # was trained on these very ratings, so its score is sharper on them than on unseen pairs
     # (the leak ``samples.impressions`` explains), and computing it is most of batch_predict.
