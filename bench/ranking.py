@@ -239,6 +239,9 @@ def _synthetic(preset: str, parts: set[str], epochs: int) -> list[Record]:
 SYN_IMPRESSIONS = ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
                                    requests_per_user=4, last_watches=10, source="built")
 SYN_RANKER = RankerConfig(tower=BEST_TOWER, dropout=0.5)
+# The candidate sources blended on the synthetic world: ml-100k's, as chosen there on validation
+# (bench/results/ranking-sources.md); none was tuned on this world.
+SYN_SOURCES = "ease:200,cooc:200"
 
 
 def _synthetic_two_stage(world, dataset: str, gen: CandidateGenerator, cut: int, gen_seconds: float,
@@ -248,18 +251,22 @@ def _synthetic_two_stage(world, dataset: str, gen: CandidateGenerator, cut: int,
     before = Dataset(_before(d.watches, cut), _before(d.searches, cut), _before(d.impressions, cut),
                      d.users, d.items)
     start = time.perf_counter()
-    ranker = fit_ranker(gen, before, TwoStageConfig(ranker=SYN_RANKER, ranker_train=_ranker_train(epochs),
-                                                    impressions=SYN_IMPRESSIONS))
+    config = TwoStageConfig(ranker=SYN_RANKER, ranker_train=_ranker_train(epochs),
+                            impressions=SYN_IMPRESSIONS).with_settings({"pipeline.sources": SYN_SOURCES})
+    ranker = fit_ranker(gen, before, config)
+    sources = fit_sources(gen, SYN_SOURCES)
     fit_seconds = time.perf_counter() - start
-    print(f"{dataset}: stacking generator + built pages + ranker in {fit_seconds:.0f} s", flush=True)
+    print(f"{dataset}: stacking generator, sources + built pages + ranker in {fit_seconds:.0f} s", flush=True)
     records = []
-    rec = Recommender(gen, ranker, NUM_CANDIDATES)
-    for model, result in _compare(rec, global_time_split(d.watches, cut), "test", cut, world).items():
+    rec = Recommender(gen, ranker, NUM_CANDIDATES, sources=sources)
+    for model, result in _compare(rec, global_time_split(d.watches, cut), "test", cut, world,
+                                  blend_weight=ML_BLEND_WEIGHT).items():
         records.append(Record(BENCHMARK, dataset, GLOBAL_TIME, model, result["metrics"],
                               {"generator": round(gen_seconds, 1), "ranker": round(fit_seconds, 1),
                                "recommend": result["seconds"]},
                               {"num_candidates": NUM_CANDIDATES, "ranker": SYN_RANKER.to_dict(), "epochs": epochs,
-                               "impressions": SYN_IMPRESSIONS.to_dict()}))
+                               "impressions": SYN_IMPRESSIONS.to_dict(), "sources": SYN_SOURCES,
+                               "blend_weight": ML_BLEND_WEIGHT}))
     return records
 
 
