@@ -157,3 +157,28 @@ def test_padded_bags_share_the_weights_and_leave_the_model_alone():
     ids = torch.tensor([[3, 0, 5, 5], [0, 0, 0, 0], [8, 1, 2, 7]])  # padding inside, an empty bag
     np.testing.assert_allclose(shell.watch_bag(ids).detach().numpy(), model.watch_bag(ids).detach().numpy(),
                                atol=1e-7)
+
+
+def test_a_rating_ranker_exports_its_expected_rating(tmp_path):
+    from ytdnn import YouTubeDNN
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(30), 12)
+    items = np.concatenate([rng.choice(24, 12, replace=False) for _ in range(30)])
+    ratings = np.where(users % 2 == items % 2, 5.0, 1.0)  # traits by id parity, as tests/test_estimator.py
+    model = YouTubeDNN(embedding_dim=8, hidden_units=[16], epochs=2, batch_size=64, num_negatives=None,
+                       num_candidates=10, ranker_hidden_units=[16], num_threads=1).fit(
+        user_ids=users, item_ids=items, ratings=ratings)
+    rec = model.recommender_
+    manifest = main(["export", "--model", str(model.save(tmp_path / "model")), "--format", "onnx",
+                     "--out", str(tmp_path / "onnx")]) == 0 and read_manifest(tmp_path / "onnx")
+    outputs = manifest["ranker"]["members"][0]["outputs"]
+    assert [o["name"] for o in outputs] == ["logit", "rating"] and "mean" in outputs[1]["meaning"]
+    gen = rec.candidates
+    pair_users, pair_items = gen.user_rows([0, 0, 1, 7]), gen.featurizer_.items_.encode([2, 3, 2, 23])
+    batch = rec.ranker.pair_batch(gen, pair_users, pair_items)
+    logits, expected = rec.ranker.model_.predictions(batch)
+    np.testing.assert_allclose(expected.numpy(), rec.ranker.predict_pairs(gen, pair_users, pair_items)[1], atol=1e-6)
+    got = _session(tmp_path / "onnx" / "ranker.onnx").run(None, ranker_inputs(rec.ranker, batch))
+    assert float(np.abs(got[0] - logits.numpy()).max()) <= TOLERANCE
+    assert float(np.abs(got[1] - expected.numpy()).max()) <= TOLERANCE

@@ -4,8 +4,9 @@ The export directory holds:
 
     user_tower.onnx        the candidate generator's user tower: padded bags and user features
                            -> user_vector [B, d]
-    ranker.onnx            the ranker: featurized impressions -> logit [B] (a RankerBag's members
-                           are ranker-0.onnx, ranker-1.onnx, ...; its logit is their mean)
+    ranker.onnx            the ranker: featurized impressions -> logit [B], and rating [B] for a
+                           ranker with rating heads (a RankerBag's members are ranker-0.onnx,
+                           ranker-1.onnx, ...; its logit is their mean)
     item_vectors.parquet   the output table v: id (the generator's item id, what the bags hold),
                            item_id (the original id), vector (d float32), bias (with item biases);
                            a candidate's score is user_vector · vector + bias
@@ -179,10 +180,17 @@ def user_tower_inputs(generator, user_rows: np.ndarray, streams=None) -> dict[st
 
 
 def ranker_inputs(ranker, batch) -> dict[str, np.ndarray]:
-    """A RankingBatch (one row per impression: ``row_context`` None) as the ranker graph's inputs."""
+    """A RankingBatch as the ranker graph's inputs, one row per impression: the user-side inputs
+    of a batch whose rows share them (``row_context``, as serving builds) are spread to every row."""
+    out = _inputs(batch, ranker_spec(ranker))
     if batch.row_context is not None:
-        raise ValueError("pass a batch with one row per impression (share_contexts=False)")
-    return _inputs(batch, ranker_spec(ranker))
+        context = batch.row_context.numpy()
+        for name in _USER_SIDE & out.keys():
+            out[name] = out[name][context]
+    return out
+
+
+_USER_SIDE = {"watch_ids", "last_ids", "rated_weights", "user_categorical", "user_continuous"}  # once per context
 
 
 _OFFSETS = {"watch_ids": "watch_offsets", "recent_ids": "recent_offsets", "search_ids": "search_offsets",
@@ -216,7 +224,7 @@ class _Graph(nn.Module):
         super().__init__()
         self.model, self.names, self.call, self.zero_width = model, [s["name"] for s in spec], call, zero_width
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         rows = inputs[0].shape[0]
         fields: dict[str, Any] = {name: None for name in ("row_context", "prior", "rated_weights", *_OFFSETS.values())}
         for name in self.zero_width:  # read by the model even when no feature fills them
@@ -240,7 +248,7 @@ def _sample(spec: list[dict], rng: np.random.Generator, sizes: dict[str, int]) -
     return tuple(out)
 
 
-def _export(graph: nn.Module, spec: list[dict], sample: tuple, output: dict, path: Path) -> dict[str, Any]:
+def _export(graph: nn.Module, spec: list[dict], sample: tuple, outputs: list[dict], path: Path) -> dict[str, Any]:
     """Export ``graph`` to ``path``; -> the graph's manifest entry (inputs, outputs, files, seconds)."""
     axes = {d: torch.export.Dim(d) for s in spec for d in s["shape"] if isinstance(d, str)}
     dynamic = tuple({i: axes[d] for i, d in enumerate(s["shape"]) if isinstance(d, str)} for s in spec)
@@ -250,9 +258,9 @@ def _export(graph: nn.Module, spec: list[dict], sample: tuple, output: dict, pat
     try:
         with warnings.catch_warnings():  # torch's notices about its own internals, none about the model
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
-            warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+            warnings.filterwarnings("ignore", message=r"# The axis name: \w+ will not be used")
             torch.onnx.export(graph.eval(), sample, str(path), input_names=[s["name"] for s in spec],
-                              output_names=[output["name"]], dynamic_shapes=(dynamic,), dynamo=True,
+                              output_names=[o["name"] for o in outputs], dynamic_shapes=(dynamic,), dynamo=True,
                               external_data=weights > _EXTERNAL_DATA_BYTES, verbose=False)
     finally:
         for module, training in modes.items():
@@ -262,7 +270,7 @@ def _export(graph: nn.Module, spec: list[dict], sample: tuple, output: dict, pat
     if names != [s["name"] for s in spec]:  # the exporter drops inputs the graph never reads
         raise ValueError(f"{path.name}: the graph's inputs are {names}, expected {[s['name'] for s in spec]}")
     files = sorted(p.name for p in path.parent.glob(path.name + "*"))
-    return {"file": path.name, "files": files, "inputs": spec, "outputs": [output],
+    return {"file": path.name, "files": files, "inputs": spec, "outputs": outputs,
             "export_seconds": round(seconds, 3),
             "bytes": sum((path.parent / f).stat().st_size for f in files)}
 
@@ -313,7 +321,7 @@ def _export_user_tower(generator, out: Path, rng: np.random.Generator) -> dict[s
     graph = _Graph(_with_padded_bags(model, ("watch_bag", "search_bag")), spec, "user_vector",
                    ("user_continuous",) if model.cfg.use_user_features else ())
     output = {"name": "user_vector", "dtype": "float32", "shape": ["batch", model.cfg.output_dim]}
-    entry = _export(graph, spec, _sample(spec, rng, sizes), output, out / "user_tower.onnx")
+    entry = _export(graph, spec, _sample(spec, rng, sizes), [output], out / "user_tower.onnx")
     entry["features"] = {"user_categorical": list(f.user_features_.categorical_),
                          "user_continuous": f.user_features_.dense_names()}
     entry["serving_example_age"] = f.serving_age
@@ -331,12 +339,17 @@ def _export_rankers(ranker, out: Path, rng: np.random.Generator) -> dict[str, An
                  "category_ids": f.item_features_.num_categories,
                  "user_categorical": min(model.sizes.user_categorical, default=1),
                  "item_categorical": min(model.sizes.item_categorical, default=1)}
-        graph = _Graph(_with_padded_bags(model, ("item_table", "category_bag", "rated_table")), spec, "forward",
-                       ("user_continuous", "user_categorical", "item_categorical"))
-        output = {"name": "logit", "dtype": "float32", "shape": ["batch"],
-                  "meaning": "exp(logit) is the expected watch time (paper §4.2)"}
+        heads = model.cfg.rating_heads  # then RankerModel.predictions: (logits, expected ratings)
+        graph = _Graph(_with_padded_bags(model, ("item_table", "category_bag", "rated_table")), spec,
+                       "predictions" if heads else "forward", ("user_continuous", "user_categorical", "item_categorical"))
+        outputs = [{"name": "logit", "dtype": "float32", "shape": ["batch"],
+                    "meaning": "exp(logit) is the expected watch time (paper §4.2)"}]
+        if heads:
+            outputs.append({"name": "rating", "dtype": "float32", "shape": ["batch"],
+                            "meaning": f"the expected rating ({model.cfg.rating_output} of the rating heads), "
+                                       f"clipped to {model.sizes.rating_levels[0]:g}..{model.sizes.rating_levels[-1]:g}"})
         name = "ranker.onnx" if members is None else f"ranker-{i}.onnx"
-        entry = _export(graph, spec, _sample(spec, rng, sizes), output, out / name)
+        entry = _export(graph, spec, _sample(spec, rng, sizes), outputs, out / name)
         entry["features"] = {"continuous": f.input_names(), "item_categorical": list(f.item_features_.categorical_)}
         entries.append(entry)
     return {"members": entries, "combine": "the mean of the members' logits" if members else "the one member's logit",

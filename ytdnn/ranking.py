@@ -448,27 +448,31 @@ class Ranker:
         unknown) -> (logits [N] float64, expected ratings [N] float64 or None without rating
         heads). Pairs are grouped by user, so each user's inputs are built once per chunk.
         """
-        gen, streams = generator, generator.streams_
-        now = gen.featurizer_.window_end_ + 1 if now is None else now
         user_rows, gen_items = np.asarray(user_rows, np.int64), np.asarray(gen_items, np.int64)
         order = np.argsort(user_rows, kind="stable")
         logits, ratings = np.zeros(len(order)), np.zeros(len(order))
         eval_mode(self.model_)
         for a in range(0, len(order), batch_size):
             rows = order[a : a + batch_size]
-            users, items = user_rows[rows], gen_items[rows]
-            q = Queries(users=users, gen_items=items, items=self.featurizer_.item_map(gen)[items],
-                        times=np.full(len(rows), now, np.int64), watch_end=streams.watch_offsets[users + 1],
-                        token_end=streams.token_offsets[users + 1],
-                        imp_rows=self.featurizer_.impression_rows(gen, users))
-            score = rank = None
-            if self.rating_cfg is None or self.rating_cfg.candidate_features:
-                score, rank = candidate_features(gen, streams, users, q.watch_end, q.token_end, items)
-            out, rated = self.model_.predictions(self._serving_batch(gen, streams, q, score, rank))
+            out, rated = self.model_.predictions(self.pair_batch(generator, user_rows[rows], gen_items[rows], now))
             logits[rows] = out.double().numpy()
             if rated is not None:
                 ratings[rows] = rated.double().numpy()
         return logits, ratings if self.model_cfg.rating_heads else None
+
+    def pair_batch(self, generator, user_rows: np.ndarray, gen_items: np.ndarray, now: int | None = None):
+        """The model's batch of (user, item) pairs [N] (the generator's user rows and item ids),
+        from the training log's histories as served at ``now`` (default: just after the last
+        training watch); each user's inputs once when the pairs come grouped by user."""
+        gen, streams, users, items = generator, generator.streams_, user_rows, gen_items
+        now = gen.featurizer_.window_end_ + 1 if now is None else now
+        q = Queries(users=users, gen_items=items, items=self.featurizer_.item_map(gen)[items],
+                    times=np.full(len(users), now, np.int64), watch_end=streams.watch_offsets[users + 1],
+                    token_end=streams.token_offsets[users + 1], imp_rows=self.featurizer_.impression_rows(gen, users))
+        score = rank = None
+        if self.rating_cfg is None or self.rating_cfg.candidate_features:
+            score, rank = candidate_features(gen, streams, users, q.watch_end, q.token_end, items)
+        return self._serving_batch(gen, streams, q, score, rank)
 
     # ---- model directory --------------------------------------------------------------------
 

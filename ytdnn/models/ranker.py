@@ -293,15 +293,12 @@ class RankerModel(nn.Module):
 
     def _rating(self, hidden: torch.Tensor) -> torch.Tensor:
         """[B, H] -> [B] the expected rating, clipped to the scale."""
-        output = self.cfg.rating_output
-        expectation = torch.softmax(self.rating_classes(hidden), dim=1) @ self.levels if output != "regression" else None
-        if output == "classes":
-            value = expectation
-        elif output == "mean":
-            value = (self._value(hidden) + expectation) / 2
-        else:
-            value = self._value(hidden)
-        return value.clamp(self.levels[0], self.levels[-1])
+        output, heads = self.cfg.rating_output, []
+        if output != "classes":
+            heads.append(self._value(hidden))
+        if output != "regression":
+            heads.append(torch.softmax(self.rating_classes(hidden), dim=1) @ self.levels)
+        return (sum(heads) / len(heads)).clamp(self.levels[0], self.levels[-1])
 
     @torch.no_grad()
     def expected_watch_time(self, batch: RankingBatch) -> torch.Tensor:
