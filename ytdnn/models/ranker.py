@@ -56,8 +56,8 @@ class RankerConfig(Config):
     # rating losses averaged over the rows with a rating.
     rating_loss_weight: float = 0.0
     rating_class_loss_weight: float = 0.0
-    # what expected_rating returns: "regression", "classes" (the class head's expectation) or "mean"
-    # (the mean of the two: 5e-4 under either on ml-1m validation, bench/results/estimator_tuning.md)
+    # The rating expected_rating returns, "regression" (the value head), "classes" (the class
+    # head's expectation) or "mean" (of the two, 5e-4 under either on ml-1m validation)
     rating_output: str = "regression"
     # A second watched-items bag whose items weigh their rating less the bag's mean rating (a
     # user's likes and dislikes, where the plain bag says only what was rated); own table.
