@@ -170,9 +170,9 @@ def test_a_rating_ranker_exports_its_expected_rating(tmp_path):
                        num_candidates=10, ranker_hidden_units=[16], num_threads=1).fit(
         user_ids=users, item_ids=items, ratings=ratings)
     rec = model.recommender_
-    manifest = main(["export", "--model", str(model.save(tmp_path / "model")), "--format", "onnx",
-                     "--out", str(tmp_path / "onnx")]) == 0 and read_manifest(tmp_path / "onnx")
-    outputs = manifest["ranker"]["members"][0]["outputs"]
+    assert main(["export", "--model", str(model.save(tmp_path / "model")), "--format", "onnx",
+                 "--out", str(tmp_path / "onnx")]) == 0
+    outputs = read_manifest(tmp_path / "onnx")["ranker"]["members"][0]["outputs"]
     assert [o["name"] for o in outputs] == ["logit", "rating"] and "mean" in outputs[1]["meaning"]
     gen = rec.candidates
     pair_users, pair_items = gen.user_rows([0, 0, 1, 7]), gen.featurizer_.items_.encode([2, 3, 2, 23])

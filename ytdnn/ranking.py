@@ -461,9 +461,10 @@ class Ranker:
         return logits, ratings if self.model_cfg.rating_heads else None
 
     def pair_batch(self, generator, user_rows: np.ndarray, gen_items: np.ndarray, now: int | None = None):
-        """The model's batch of (user, item) pairs [N] (the generator's user rows and item ids),
-        from the training log's histories as served at ``now`` (default: just after the last
-        training watch); each user's inputs once when the pairs come grouped by user."""
+        """The model's batch (a RankingBatch; a RatedBatch for a rating ranker) of (user, item)
+        pairs [N] (the generator's user rows and item ids), from the training log's histories as
+        served at ``now`` (default: just after the last training watch); each user's inputs once
+        when the pairs come grouped by user."""
         gen, streams, users, items = generator, generator.streams_, user_rows, gen_items
         now = gen.featurizer_.window_end_ + 1 if now is None else now
         q = Queries(users=users, gen_items=items, items=self.featurizer_.item_map(gen)[items],
