@@ -114,9 +114,7 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
         pages = (stacking_generator(generator, dataset, drop_last_watches(dataset.watches, cfg.last_watches))
                  if built and cfg.last_watches else generator)
         own = pages is generator  # else the features need the whole log, not the stacking generator's
-        # the other sources are stacked with the generator: fitted on the log the page generator saw
-        others = fit_sources(pages, config.pipeline.sources)
-        sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
+        sources = _page_sources(pages, config)
         count = cfg.samples if built else 1  # logged pages are one sample: the log
 
         def draw(c):
@@ -144,9 +142,15 @@ def _holdout_setup(generator: CandidateGenerator, dataset, config: TwoStageConfi
                         "(its impressions have no time to take features before)", column="impressions")
     kept, held = split_holdout(dataset.watches, cfg.holdout, cfg.seed)
     pages = stacking_generator(generator, dataset, kept)
-    others = fit_sources(pages, config.pipeline.sources)  # fitted on the kept watches: positives unseen
-    sources = [(GeneratorSource(pages), cfg.num_candidates), *others] if others else None
+    sources = _page_sources(pages, config)
     return pages, sources, lambda c: holdout_pages(pages, held, c, sources)
+
+
+def _page_sources(pages: CandidateGenerator, config: TwoStageConfig) -> Sources | None:
+    """The blend the pages are built from (None: the page generator alone): the other sources
+    are stacked with the page generator, fitted on the log it saw, so none has seen the positives."""
+    others = fit_sources(pages, config.pipeline.sources)
+    return [(GeneratorSource(pages), config.impressions.num_candidates), *others] if others else None
 
 
 def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, watches, searches, users,
