@@ -177,17 +177,17 @@ def run_size(watches: int, work: Path, checks: bool) -> tuple[dict[str, Stage], 
     shutil.rmtree(work / "prep-local")
     stage("train_ranker", _ytdnn("train", "ranker", "--data", str(_ranker_data(data, work / "ranker-data")), "--model", str(work / "gen"),
                                  "--out", str(work / "model"), *MODEL))
-    shutil.rmtree(data)  # scoring reads only the model directory
-    for engine in ("local", "spark"):
+    for engine in ("local", "spark"):  # each partition's history built from the logs (--data)
         out = work / f"recs-{engine}" / ("part.parquet" if engine == "local" else "")
-        s = stage(f"score_{engine}", _ytdnn("score", "--engine", engine, "--spark-master", MASTER,
+        s = stage(f"score_{engine}", _ytdnn("score", "--engine", engine, "--spark-master", MASTER, "--data", str(data),
                                            "--model", str(work / "model"), "--what", "recommendations", "--out", str(out)))
         figures[f"score_{engine}_users_per_s"] = figures["users"] / s.seconds
         if engine == "spark":
             figures["score_spark_start_s"] = _spark_start(s.output)
-            figures["score_spark_driver_s"] = float(re.search(r"staged the users' history in ([\d.]+) s", s.output).group(1))
+            figures["score_spark_driver_s"] = float(re.search(r"driver part took ([\d.]+) s", s.output).group(1))
     if checks:
-        figures |= _score_checks(work)
+        figures |= _score_checks(work, data)
+    shutil.rmtree(data)
     return stages, figures
 
 
@@ -236,15 +236,16 @@ def _same_examples(local: Path, spark: Path) -> bool:
     return a.equals(_sorted(spark / "candidates", ["user_id", "key"], a.schema))
 
 
-def _score_checks(work: Path) -> dict:
-    """Spark's lists equal the local ones; user vectors of both engines within 1e-5."""
+def _score_checks(work: Path, data: Path) -> dict:
+    """Spark's lists equal the local ones; user vectors of both engines within 1e-5 (both from
+    the logs in ``data``)."""
     model = work / "model"
     a = _sorted(work / "recs-local", ["user_id", "rank"])
     b = _sorted(work / "recs-spark", ["user_id", "rank"], a.schema)
     for engine in ("local", "spark"):
         out = work / f"users-{engine}" / ("part.parquet" if engine == "local" else "")
-        run_stage(_ytdnn("score", "--engine", engine, "--spark-master", MASTER, "--model", str(model),
-                         "--what", "users", "--out", str(out)), work / f"users-{engine}.log")
+        run_stage(_ytdnn("score", "--engine", engine, "--spark-master", MASTER, "--data", str(data),
+                         "--model", str(model), "--what", "users", "--out", str(out)), work / f"users-{engine}.log")
     u, v = _sorted(work / "users-local", ["user_id"]), _sorted(work / "users-spark", ["user_id"])
     diff = np.abs(np.stack(u["vector"].to_numpy(zero_copy_only=False)) - np.stack(v["vector"].to_numpy(zero_copy_only=False)))
     return {"score_lists_identical": float(a.column("user_id").equals(b.column("user_id"))

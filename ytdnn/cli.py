@@ -172,13 +172,26 @@ def _train_ranker(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
     from ytdnn.training import train_ranker
 
-    rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, config=_settings(args))
+    rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, config=_settings(args),
+                       prepared=_prepared_pages(args.examples, args.model) if args.examples else None)
     if not _writes():
         return 0
     last = rec.ranker.history_.epochs[-1]
     print(f"trained the ranker {len(rec.ranker.history_.epochs)} epochs (final loss {last['train_loss']:.4f}); "
           f"written to {args.out or Path(args.model) / 'ranker'}")
     return 0
+
+
+def _prepared_pages(prepared: str, model: str):
+    """The pages of a prepared directory, with a warning when another generator built them."""
+    from ytdnn.pipeline import generator_dir
+    from ytdnn.scale.prepare import read_pages
+
+    built, pages = read_pages(prepared)
+    if Path(built["generator"]) != generator_dir(model).resolve():
+        print(f"warning: the pages in {prepared} were built by the generator in {built['generator']}, "
+              f"not by {model}'s", file=sys.stderr)
+    return pages
 
 
 def _train_all(args: argparse.Namespace) -> int:
@@ -314,10 +327,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from ytdnn.scale.prepare import PageJob
+
     config = _settings(args)
     seed = config.train.seed if args.seed is None else args.seed
     kwargs = {"examples": config.examples, "seed": seed, "num_shards": args.shards,
-              "max_items": config.pipeline.max_items, "max_tokens": config.pipeline.max_tokens}
+              "max_items": config.pipeline.max_items, "max_tokens": config.pipeline.max_tokens,
+              "pages": PageJob.of(args.model, config.impressions) if args.model else None}
     if args.engine == "spark":
         from ytdnn.scale.spark import prepare_spark
 
@@ -328,6 +344,8 @@ def _prepare(args: argparse.Namespace) -> int:
         manifest = prepare_local(args.data, args.out, **kwargs)
     print(f"wrote {manifest['num_examples']:,} candidate examples in {manifest['num_shards']} shards "
           f"to {args.out} ({args.engine} engine, seed {seed})")
+    if "pages" in manifest:
+        print(f"wrote {manifest['pages']['num_rows']:,} rows of ranker pages built by {manifest['pages']['generator']}")
     return 0
 
 
@@ -336,13 +354,15 @@ def _score(args: argparse.Namespace) -> int:
         from ytdnn.scale.spark_score import score_spark
 
         timings: dict = {}
-        rows = score_spark(_spark(args.spark_master), args.model, args.what, args.out, k=args.k, timings=timings)
-        if "driver_s" in timings:
-            print(f"driver staged the users' history in {timings['driver_s']:.1f} s", file=sys.stderr)
+        rows = score_spark(_spark(args.spark_master), args.model, args.what, args.out, k=args.k,
+                           timings=timings, data=args.data)
+        if "driver_s" in timings:  # bench/scale.py reads this line
+            staged = "" if args.data else " (it staged the users' history: --data avoids it)"
+            print(f"driver part took {timings['driver_s']:.1f} s{staged}", file=sys.stderr)
     else:
         from ytdnn.scale.score import score_local
 
-        rows = score_local(args.model, args.what, args.out, k=args.k)
+        rows = score_local(args.model, args.what, args.out, k=args.k, data=args.data)
     print(f"wrote {rows:,} rows of {args.what} to {args.out} ({args.engine} engine)")
     return 0
 
@@ -464,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     ranker.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     ranker.add_argument("--model", required=True, help="candidates (or two-stage) model directory")
     ranker.add_argument("--out", default=None, help="write a two-stage model here (default: MODEL/ranker)")
+    ranker.add_argument("--examples", default=None,
+                        help="learn from the pages `ytdnn prepare --model MODEL` built here, instead of building them")
     _settings_flags(ranker)
     _sources_flag(ranker)
     _parallel_flags(ranker)
@@ -552,12 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory to write")
     export.set_defaults(func=_export)
 
-    prepare = commands.add_parser("prepare", help="write the candidate generator's examples as Parquet shards")
+    prepare = commands.add_parser("prepare", help="write the candidate generator's examples (and the ranker's "
+                                                 "pages) as Parquet shards")
     prepare.add_argument("--data", required=True, help="directory of canonical Parquet tables")
     prepare.add_argument("--out", required=True, help="directory to write (prepare.json, featurizer/, candidates/)")
     _engine_flags(prepare)
     prepare.add_argument("--shards", type=int, default=8, help="number of Parquet shards (users hashed into them)")
     prepare.add_argument("--seed", type=int, default=None, help="draws the per-user cap (default: train.seed)")
+    prepare.add_argument("--model", default=None,
+                         help="a trained candidates (or two-stage) model: also build the ranker's pages with its "
+                              "generator (pages/; the requests drawn with impressions.seed)")
     _settings_flags(prepare)
     prepare.set_defaults(func=_prepare)
 
@@ -566,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--what", required=True, choices=["users", "items", "recommendations"])
     score.add_argument("--out", required=True, help="Parquet file (local engine) or folder (spark engine)")
     score.add_argument("--k", type=int, default=10, help="recommendations per user")
+    score.add_argument("--data", help="directory of the canonical Parquet logs the model was trained on "
+                       "(watches, searches, users): each partition builds its users' history from them, so "
+                       "no process reads the model's whole history (without it, the Spark driver stages "
+                       "it); users the model does not know are skipped")
     _engine_flags(score)
     score.set_defaults(func=_score)
 

@@ -302,6 +302,16 @@ class Recommender:
         return rec
 
 
+def generator_dir(directory: str | Path) -> Path:
+    """The candidate generator's folder of a two-stage directory, or ``directory`` itself when it
+    is a candidates directory (a ModelDirError when it is neither)."""
+    md = ModelDir(directory)
+    with md.loading():
+        if md.kind() == KIND:
+            return md.folder(md.config(_CONFIG_SCHEMA, KIND, FORMAT_VERSION)["candidates"])
+    return Path(directory)
+
+
 def _load_sources(md: ModelDir, generator: CandidateGenerator) -> Sources:
     """The other candidate sources listed in sources.json (none when it is absent)."""
     if not md.has(SOURCES):

@@ -83,7 +83,7 @@ def choose(dataset, config: TwoStageConfig, on_log=None) -> tuple[TwoStageConfig
 
 
 def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | None = None,
-               out_dir: str | Path | None = None) -> Ranker | RankerBag:
+               out_dir: str | Path | None = None, prepared: pa.Table | None = None) -> Ranker | RankerBag:
     """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
     generator's top N (``config.impressions.source``). With ``last_watches`` set, the pages come
     from a stacking generator that never saw their positives, and the ranker learns its features
@@ -99,9 +99,15 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
 
     out_dir: the ranker's directory, for its checkpoints and, with ``ranker_train.tensorboard``, its
     TensorBoard curves (out_dir/tb/), which then include each epoch's weighted per-user loss on the
-    ranker's own training pages (``val/weighted_per_user_loss``)."""
+    ranker's own training pages (``val/weighted_per_user_loss``).
+
+    prepared: the built pages ``ytdnn prepare`` wrote (``scale.prepare.read_pages``), in place of
+    building them here: the same pages, built by ``generator`` (no stacking, one sample, no other
+    sources)."""
     config = config or TwoStageConfig()
     cfg = config.impressions
+    if prepared is not None:
+        _check_prepared_pages(generator, config)
     if not generator.featurizer_.ordered_:  # no time to request pages at: a random holdout
         pages, sources, draw = _holdout_setup(generator, dataset, config)
         own, shown, count = True, None, cfg.samples
@@ -118,7 +124,7 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
         count = cfg.samples if built else 1  # logged pages are one sample: the log
 
         def draw(c):
-            return _ranker_impressions(pages, dataset, c, built, shown, sources)
+            return _ranker_impressions(pages, dataset, c, built, shown, sources, prepared)
     rankers = []
     for k in range(count):
         impressions = draw(cfg.replace(seed=cfg.seed + k))
@@ -177,16 +183,36 @@ def _training_page_loss(generator: CandidateGenerator, impressions: pa.Table, wa
 
 
 def _ranker_impressions(pages: CandidateGenerator, dataset, cfg, built: bool, logged: pa.Table | None,
-                        sources=None) -> pa.Table:
-    """Built pages and/or the logged impressions as one table, page ids kept apart."""
-    parts = [impressions_from_candidates(pages, dataset.watches, cfg, dataset.searches, dataset.users,
-                                         sources=sources)] if built else []
+                        sources=None, prepared: pa.Table | None = None) -> pa.Table:
+    """Built pages (``prepared`` when given) and/or the logged impressions as one table, page ids
+    0.. and kept apart."""
+    parts = []
+    if built:
+        parts.append(_dense_pages(prepared, 0) if prepared is not None else impressions_from_candidates(
+            pages, dataset.watches, cfg, dataset.searches, dataset.users, sources=sources))
     if logged is not None:
-        first_page = int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0
-        dense = np.unique(logged["page_id"].to_numpy(), return_inverse=True)[1]  # any id type -> ints
-        parts.append(logged.set_column(logged.schema.get_field_index("page_id"), "page_id",
-                                       pa.array(dense + first_page, pa.int64())))
+        parts.append(_dense_pages(logged, int(pc.max(parts[0]["page_id"]).as_py()) + 1 if parts else 0))
     return pa.concat_tables([p.select(parts[0].column_names).cast(parts[0].schema) for p in parts])
+
+
+def _dense_pages(impressions: pa.Table, first: int) -> pa.Table:
+    """``impressions`` with page ids first, first + 1, ... (any id type -> ints)."""
+    dense = np.unique(impressions["page_id"].to_numpy(), return_inverse=True)[1]
+    return impressions.set_column(impressions.schema.get_field_index("page_id"), "page_id",
+                                  pa.array(dense + first, pa.int64()))
+
+
+def _check_prepared_pages(generator: CandidateGenerator, config: TwoStageConfig) -> None:
+    """A ValueError for settings that prepared pages cannot serve (``scale.prepare.PageJob``)."""
+    cfg = config.impressions
+    if not generator.featurizer_.ordered_:
+        raise ValueError("prepared pages need an ordered log (an unordered one learns from a random holdout)")
+    if cfg.source == "logged":
+        raise ValueError("impressions.source is 'logged': prepared pages would go unused")
+    if cfg.last_watches is not None or cfg.samples != 1 or any(
+            name != "generator" for name, _ in parse_sources(config.pipeline.sources)):
+        raise ValueError("prepared pages are one sample built by the generator alone: they serve neither "
+                         "impressions.last_watches, impressions.samples > 1 nor pipeline.sources")
 
 
 def fit_sources(generator: CandidateGenerator, spec: str) -> Sources:
@@ -210,9 +236,10 @@ SOURCE_KINDS = {  # name -> a fitted source over a generator's catalogue
 
 
 def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
-                 config: TwoStageConfig | None = None) -> Recommender:
+                 config: TwoStageConfig | None = None, prepared: pa.Table | None = None) -> Recommender:
     """Train a ranker for the candidate generator of ``model_dir`` and write it: into ``out`` as a
-    two-stage directory when given, else next to the generator in ``model_dir`` (ranker/)."""
+    two-stage directory when given, else next to the generator in ``model_dir`` (ranker/).
+    prepared: the pages ``ytdnn prepare`` built with that generator (``fit_ranker``)."""
     model_dir = Path(model_dir)
     rec = Recommender.load(model_dir)
     md = ModelDir(model_dir)
@@ -223,7 +250,7 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
         with md.loading():
             ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
     # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
-    ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir)
+    ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir, prepared=prepared)
     sources = fit_sources(rec.candidates, (config or TwoStageConfig()).pipeline.sources)
     rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config, sources=sources)
     if not is_main():  # a data-parallel job: rank 0 writes

@@ -60,3 +60,30 @@ def test_spark_score_writes_the_local_scores(spark, two_stage_model, tmp_path):
             assert a.column(0).to_pylist() == b.column(0).to_pylist()
             np.testing.assert_allclose(np.stack(a.column("vector").to_pylist()),
                                        np.stack(b.column("vector").to_pylist()), atol=1e-5)
+
+
+def test_spark_scores_from_the_logs_what_the_local_engine_scores_from_the_history(spark, data_dir, tmp_path, monkeypatch):
+    from test_score_local import forbid_history, train_with_sources
+
+    from ytdnn.scale.score import score_local
+    from ytdnn.scale.spark_score import score_spark
+
+    model = train_with_sources(data_dir, tmp_path / "model")  # its ranker reads the EASE and co-occurrence sources
+    order = {"users": [("user_id", "ascending")], "recommendations": [("user_id", "ascending"), ("rank", "ascending")]}
+    for what in order:
+        score_local(model, what, tmp_path / f"{what}.parquet", k=5)
+    forbid_history(monkeypatch)  # on the driver; each executor loads the model with history=False
+    timings: dict = {}
+    for what, sort in order.items():
+        rows = score_spark(spark, model, what, tmp_path / what, k=5, users_per_partition=70, timings=timings, data=data_dir)
+        a = pq.read_table(tmp_path / f"{what}.parquet").sort_by(sort)
+        b = pq.read_table(tmp_path / what).sort_by(sort)
+        assert rows == a.num_rows == b.num_rows
+        assert a.column("user_id").to_pylist() == b.column("user_id").to_pylist()
+        if what == "recommendations":
+            assert a.column("item_id").to_pylist() == b.column("item_id").to_pylist()
+            np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(), rtol=1e-5)
+        else:
+            np.testing.assert_allclose(np.stack(a.column("vector").to_pylist()),
+                                       np.stack(b.column("vector").to_pylist()), atol=1e-5)
+    assert timings["driver_s"] > 0

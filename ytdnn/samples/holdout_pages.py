@@ -14,8 +14,8 @@ One page per user with held-out items: what serving would show for the kept hist
 blend (``retrieval.blend``) of the stacking sources: the generator's top ``num_candidates`` and
 each other source's top n_s, the kept items excluded. Clicked = the page's held-out items, whose
 watch time is their ``watch_time`` (MovieLens: the rating; 1 when the log has none; an item
-watched twice: its first row's); the rest are negatives, of which ``negatives_per_page`` random
-ones are kept (as ``samples.impressions``).
+watched twice: its first row's); the rest are negatives, of which ``negatives_per_page`` are kept,
+drawn with the page's key of (seed, user) (as ``samples.impressions``).
 
 Time: every event of an unordered log is at time 0, so the pages are at time 1: the whole kept
 history is "strictly earlier", as ``Ranker.fit_ratings`` takes it. Serving behind the generator
@@ -36,6 +36,7 @@ from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import Sources, blend
 from ytdnn.retrieval.generator import GeneratorSource
 from ytdnn.samples.impressions import ImpressionConfig, page_table, stack_pages
+from ytdnn.samples.keys import id_hashes, user_keys
 
 PAGE_TIME = 1  # an unordered log's events are at 0: its pages (and serving) come just after
 
@@ -83,8 +84,9 @@ def holdout_pages(generator, held: pa.Table, cfg: ImpressionConfig | None = None
         pages.append(blend(sources, ctx)[0])
     candidates = stack_pages(pages, cfg.num_candidates)  # [R, N]
     clicked, watch_time = _clicks(rows, candidates, held_users, held_items, seconds, f.num_items)
+    keys = user_keys(cfg.seed, np.r_[np.uint64(0), id_hashes(f.users_.tokens_)][rows], np.zeros(len(rows)))
     return page_table(f, rows, np.full(len(rows), PAGE_TIME), candidates, clicked, watch_time, cfg,
-                      "<holdout pages>")
+                      "<holdout pages>", keys)
 
 
 def _clicks(rows: np.ndarray, candidates: np.ndarray, held_users: np.ndarray, held_items: np.ndarray,

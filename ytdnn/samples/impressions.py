@@ -32,10 +32,12 @@ import torch
 
 from ytdnn.config import Config
 from ytdnn.data.schema import IMPRESSIONS, DataError, validate_table
+from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import blend
 from ytdnn.retrieval.generator import logits
 from ytdnn.samples.candidate import assemble_batch
+from ytdnn.samples.keys import id_hashes, mix, smallest_per_group, unit_interval, user_keys
 from ytdnn.samples.ranking import history_end
 from ytdnn.samples.streams import window_positions, windows
 
@@ -81,18 +83,27 @@ class ImpressionConfig(Config):
 
 def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionConfig | None = None,
                                 searches: pa.Table | None = None, users: pa.Table | None = None,
-                                requests_per_chunk: int = 512, sources=None) -> pa.Table:
+                                requests_per_chunk: int = 512, sources=None, keyed_pages: bool = False,
+                                streams=None) -> pa.Table:
     """An impressions table (canonical schema) built from ``watches`` with a fitted generator.
+
+    The requests and the kept negatives are drawn with seeded keys of each user's own events
+    (``samples.keys``): a user's pages are the same whichever other users are built with it, so
+    ``ytdnn prepare`` can build them partition by partition.
 
     sources: the candidate sources of a blend (``retrieval.blend``), the generator's own first: a
     page is then the generator's top N followed by what each other source adds of its top n_s,
-    as the pipeline serves them."""
+    as the pipeline serves them. keyed_pages: page ids are the pages' int64 keys, unique across
+    partitions, instead of 0..R-1. streams: the logs' streams when already encoded
+    (``samples.prepared.page_rows``); else ``searches`` and ``users`` are encoded with ``watches``."""
     cfg = cfg or ImpressionConfig()
     if watches.column("timestamp").null_count or not generator.featurizer_.ordered_:
         raise DataError("building impressions needs timestamped watches", column="timestamp")
-    streams = generator.featurizer_.streams(watches, searches, users)
+    if streams is None:
+        streams = generator.featurizer_.streams(watches, searches, users)
     watch_time = _stream_watch_times(generator, watches, streams)  # [W] aligned with the streams
-    requests = _requests(streams, cfg)  # [R] stream positions
+    user_hash = np.r_[np.uint64(0), id_hashes(generator.featurizer_.users_.tokens_)]  # [U + 1]
+    requests, keys = _requests(streams, user_hash, cfg)  # [R] stream positions, their keys
     req_users = streams.watch_users()[requests]
     times = streams.watch_times[requests]
     hist_end = history_end(streams.watch_offsets, streams.watch_times, req_users, times)
@@ -108,7 +119,7 @@ def impressions_from_candidates(generator, watches: pa.Table, cfg: ImpressionCon
     candidates = stack_pages(pages, cfg.num_candidates)  # [R, N]
     clicked, seconds = _clicks(streams, watch_time, req_users, hist_end, candidates, cfg.horizon)
     return page_table(generator.featurizer_, req_users, times, candidates, clicked, seconds, cfg,
-                      "<impressions from candidates>")
+                      "<impressions from candidates>", keys, keyed_pages)
 
 
 def stack_pages(pages: list[np.ndarray], width: int) -> np.ndarray:
@@ -121,11 +132,13 @@ def stack_pages(pages: list[np.ndarray], width: int) -> np.ndarray:
 
 
 def page_table(featurizer, users: np.ndarray, times: np.ndarray, candidates: np.ndarray,
-               clicked: np.ndarray, seconds: np.ndarray, cfg: ImpressionConfig, source: str) -> pa.Table:
+               clicked: np.ndarray, seconds: np.ndarray, cfg: ImpressionConfig, source: str,
+               keys: np.ndarray, keyed_pages: bool = False) -> pa.Table:
     """The impressions table (canonical schema) of R pages: users, times [R] (user rows, seconds),
-    candidates [R, N] catalogue ids, clicked and seconds [R, N]; every positive and the sampled
-    negatives (``negatives_per_page``) of each page, page ids 0..R-1."""
-    keep = ((candidates > 0) & _sampled(clicked, cfg)).ravel()
+    candidates [R, N] catalogue ids, clicked and seconds [R, N], keys [R] the pages' seeded keys
+    (``samples.keys``); every positive and the sampled negatives (``negatives_per_page``) of each
+    page, page ids 0..R-1 (or the keys, with keyed_pages)."""
+    keep = ((candidates > 0) & _sampled(clicked, candidates, keys, cfg)).ravel()
     page = np.repeat(np.arange(len(users)), candidates.shape[1])[keep]
     table = pa.table({
         "user_id": _decode(featurizer.users_, users[page]),
@@ -133,9 +146,16 @@ def page_table(featurizer, users: np.ndarray, times: np.ndarray, candidates: np.
         "timestamp": pa.array(times[page], pa.int64()),
         "clicked": pa.array(clicked.ravel()[keep]),
         "watch_time": pa.array(seconds.ravel()[keep], pa.float64()),
-        "page_id": pa.array(page, pa.int64()),
-    })
+        "page_id": pa.array(keys[page] if keyed_pages else page, pa.int64()),
+    }, schema=page_schema(featurizer))
     return validate_table(table, IMPRESSIONS, source=source)
+
+
+def page_schema(featurizer) -> pa.Schema:
+    """The Arrow schema of ``page_table``'s tables."""
+    return pa.schema([("user_id", ARROW_TYPES[featurizer.users_.token_type_]),
+                      ("item_id", ARROW_TYPES[featurizer.items_.token_type_]), ("timestamp", pa.int64()),
+                      ("clicked", pa.bool_()), ("watch_time", pa.float64()), ("page_id", pa.int64())])
 
 
 def drop_last_watches(watches: pa.Table, n: int) -> pa.Table:
@@ -178,18 +198,20 @@ def _stream_watch_times(generator, watches: pa.Table, streams) -> np.ndarray:
     return watches.column("watch_time").to_numpy(zero_copy_only=False).astype(np.float64)[order]
 
 
-def _requests(streams, cfg: ImpressionConfig) -> np.ndarray:
-    """Stream positions of the requests [R]: <= requests_per_user per user, each with history."""
+def _requests(streams, user_hash: np.ndarray, cfg: ImpressionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stream positions of the requests [R], <= requests_per_user per user, each with history, and
+    their keys [R]: each user's eligible watches with the smallest keys of (seed, user, position).
+    user_hash [U + 1] by user row (``samples.keys.id_hashes``)."""
     users = streams.watch_users()
     ends = history_end(streams.watch_offsets, streams.watch_times, users, streams.watch_times)
     eligible = (ends > streams.watch_offsets[users]) & (users > 0)
     if cfg.last_watches is not None:
         eligible &= np.arange(len(users)) >= streams.watch_offsets[users + 1] - cfg.last_watches
     eligible = np.flatnonzero(eligible)
-    rng = np.random.default_rng(cfg.seed)
-    order = eligible[np.lexsort((rng.random(len(eligible)), users[eligible]))]  # random within user
-    first = np.searchsorted(users[order], users[order], side="left")
-    return np.sort(order[np.arange(len(order)) - first < cfg.requests_per_user])
+    owner = users[eligible]
+    keys = user_keys(cfg.seed, user_hash[owner], eligible - streams.watch_offsets[owner])
+    chosen = np.sort(smallest_per_group(owner, keys, cfg.requests_per_user))  # in stream order
+    return eligible[chosen], keys[chosen]
 
 
 @torch.no_grad()
@@ -221,11 +243,13 @@ def _clicks(streams, watch_time, users, hist_end, candidates, horizon: int) -> t
     return clicked, seconds
 
 
-def _sampled(clicked: np.ndarray, cfg: ImpressionConfig) -> np.ndarray:
-    """[R, N] True for every positive and for <= negatives_per_page random negatives per page."""
+def _sampled(clicked: np.ndarray, candidates: np.ndarray, keys: np.ndarray, cfg: ImpressionConfig) -> np.ndarray:
+    """[R, N] True for every positive and for <= negatives_per_page negatives per page: those
+    whose keys of (page key, item) are the smallest."""
     if cfg.negatives_per_page is None:
         return np.ones(clicked.shape, bool)
-    noise = np.random.default_rng([cfg.seed, 1]).random(clicked.shape)
+    with np.errstate(over="ignore"):
+        noise = unit_interval(mix(keys.view(np.uint64)[:, None] + candidates.astype(np.uint64)))
     noise[clicked] = 2.0  # positives sort last among the keys
     order = np.argsort(noise, axis=1)
     chosen = np.zeros(clicked.shape, bool)

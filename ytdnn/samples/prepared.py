@@ -1,5 +1,5 @@
-"""Candidate examples as Arrow rows: what `ytdnn prepare` writes as Parquet shards, and training
-reads back as ``CandidateBatch``es.
+"""Candidate examples (and the ranker's built pages) as Arrow rows: what `ytdnn prepare` writes as
+Parquet shards, and training reads back as ``CandidateBatch``es (the pages: as impressions).
 
 One function, ``candidate_example_rows``, turns the events of a set of whole users into their
 examples with the in-memory code (``Featurizer.streams``, ``CandidateExamples``,
@@ -28,18 +28,17 @@ A row (one example):
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import torch
 
 from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.samples.candidate import CandidateBatch, CandidateExamples, ExampleConfig, assemble_batch
-from ytdnn.samples.streams import Featurizer
+from ytdnn.samples.impressions import ImpressionConfig, impressions_from_candidates
+from ytdnn.samples.keys import id_hashes, smallest_per_group, user_keys
+from ytdnn.samples.streams import EventStreams, Featurizer
 
 USER_FEATURE_COLUMNS = ("user_id", "user_categorical", "user_continuous")
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def example_schema(featurizer: Featurizer, cfg: ExampleConfig) -> pa.Schema:
@@ -77,6 +76,33 @@ def user_feature_rows(featurizer: Featurizer, users: pa.Table | None) -> pa.Tabl
     })
 
 
+def partition_streams(featurizer: Featurizer, watches: pa.Table, searches: pa.Table | None,
+                      user_features: pa.Table) -> tuple[Featurizer, EventStreams]:
+    """(``featurizer`` restricted to the users of ``watches``, their streams): the events of a set of
+    whole users, their features already encoded (``user_feature_rows``, of at least those users)."""
+    if not featurizer.ordered_:
+        raise ValueError("prepared examples and pages need timestamped watches (an ordered log)")
+    part = featurizer.for_users(watches.column("user_id"))  # rows 1..U' of these users only
+    streams = part.streams(watches, searches, None)
+    rows = part.users_.encode(user_features.column("user_id"))  # [U''], 0 = not a user here
+    known = rows > 0
+    if known.any():
+        streams.user_categorical[rows[known]] = list_matrix(user_features.column("user_categorical"), np.int64)[known]
+        streams.user_continuous[rows[known]] = list_matrix(user_features.column("user_continuous"), np.float32)[known]
+    return part, streams
+
+
+def page_rows(generator, cfg: ImpressionConfig, watches: pa.Table, searches: pa.Table | None,
+              user_features: pa.Table) -> pa.Table:
+    """The ranker's built pages of the users in ``watches`` (whole users, as
+    ``candidate_example_rows``): the impressions table ``impressions_from_candidates`` builds for
+    them in memory, page ids the pages' keys. generator: a fitted CandidateGenerator (its history
+    is not needed)."""
+    part, streams = partition_streams(generator.featurizer_, watches, searches, user_features)
+    return impressions_from_candidates(generator.with_streams(part, streams), watches, cfg, streams=streams,
+                                       keyed_pages=True)
+
+
 def candidate_example_rows(featurizer: Featurizer, cfg: ExampleConfig, seed: int, watches: pa.Table,
                            searches: pa.Table | None, user_features: pa.Table) -> pa.Table:
     """The examples of the users in ``watches`` (all of each one's events: a whole user per call),
@@ -85,21 +111,13 @@ def candidate_example_rows(featurizer: Featurizer, cfg: ExampleConfig, seed: int
     searches: those users' searches (others are ignored); user_features: ``user_feature_rows``
     of (at least) those users. ``featurizer``: fitted on the whole log (vocabularies, window).
     """
-    if not featurizer.ordered_:
-        raise ValueError("prepared examples need timestamped watches (an ordered log)")
-    part = featurizer.for_users(watches.column("user_id"))  # rows 1..U' of these users only
-    streams = part.streams(watches, searches, None)
-    rows = part.users_.encode(user_features.column("user_id"))  # [U''], 0 = not a user here
-    known = rows > 0
-    if known.any():
-        streams.user_categorical[rows[known]] = list_matrix(user_features.column("user_categorical"), np.int64)[known]
-        streams.user_continuous[rows[known]] = list_matrix(user_features.column("user_continuous"), np.float32)[known]
+    part, streams = partition_streams(featurizer, watches, searches, user_features)
     examples = CandidateExamples(streams, cfg)
     users = examples.label_users  # [E]
     position = examples.label_positions - streams.watch_offsets[users]  # [E] index in the user's watches
     user_hash = np.r_[np.uint64(0), id_hashes(part.users_.tokens_)]  # [U' + 1]
-    key = mix(mix(np.uint64(seed) ^ user_hash[users]) + position.astype(np.uint64)).view(np.int64)
-    keep = _first_by_key(users, key, cfg.max_examples_per_user)  # [E'] sorted by key
+    key = user_keys(seed, user_hash[users], position)
+    keep = smallest_per_group(users, key, cfg.max_examples_per_user)  # [E']
     idx = keep[np.argsort(key[keep], kind="stable")]
     batch = assemble_batch(
         streams, cfg, users[idx], streams.watch_items,
@@ -144,34 +162,6 @@ def batch_from_rows(rows: pa.Table | pa.RecordBatch, featurizer: Featurizer) -> 
         labels=torch.from_numpy(rows.column("label").to_numpy().astype(np.int64)),
         recent_ids=recent[0], recent_offsets=recent[1],
     )
-
-
-def _first_by_key(users: np.ndarray, key: np.ndarray, cap: int | None) -> np.ndarray:
-    """Indices of the ``cap`` smallest keys of each user (all when cap is None). users, key: [E]."""
-    if cap is None:
-        return np.arange(len(users))
-    order = np.lexsort((key, users))
-    ordered = users[order]
-    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
-    return order[rank < cap]
-
-
-def mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on uint64 [N] (wrapping arithmetic): a seeded hash, no RNG state."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, np.uint64) + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def id_hashes(ids: list) -> np.ndarray:
-    """A stable uint64 per user id [U]: the integer itself, or 8 bytes of the string's BLAKE2b
-    (Python's hash() of a str changes with every process)."""
-    if not ids or isinstance(ids[0], int | np.integer):
-        return np.asarray(ids, np.int64).view(np.uint64)
-    digests = b"".join(hashlib.blake2b(str(i).encode(), digest_size=8).digest() for i in ids)
-    return np.frombuffer(digests, np.uint64).copy()
 
 
 def _lists(values: torch.Tensor, offsets: torch.Tensor) -> pa.Array:

@@ -1,13 +1,22 @@
 """`ytdnn score`: every user's vector, every item's vector, or every user's top-k two-stage
 recommendations of a model directory, as Parquet.
 
-Users are scored in partitions. A partition holds its users' rows of the model's history
-(``history_rows``: encoded watches, searches and features, one row per user), and
-``score_partition`` scores them with a generator that sees only those users
-(``CandidateGenerator.with_streams``): the same code as serving (``user_vectors``,
-``Recommender.recommend_batch``). The local engine runs it on chunks of users in this process,
-the Spark engine (``ytdnn.scale.spark_score``) inside ``mapInArrow``, the model loaded once per
-partition without the training history (``Recommender.load(history=False)``), so the outputs are the same.
+Users are scored in partitions, each by a generator that sees only its users' history
+(``CandidateGenerator.with_streams``), with the same code as serving (``user_vectors``,
+``Recommender.recommend_batch`` on the fast path): ``score_users``, which both engines call, so
+their outputs are the same. A partition's history comes from one of two places:
+
+- the logs the model was trained on (``--data``): ``score_logs`` encodes the partition's own
+  events (every watch, search and user row of its users) with the model's featurizer. Nothing
+  reads the model's whole history (history.npz). The users scored are those of the logs that the
+  model's user vocabulary holds (on the training logs: every user the model knows); others are
+  skipped.
+- the model directory's history.npz: ``history_rows`` cuts it into rows (one per user: encoded
+  watches, searches and features), ``score_partition`` scores them. The Spark engine
+  (``ytdnn.scale.spark_score``) then stages those rows on the driver.
+
+The local engine runs the partitions in this process, the Spark engine inside ``mapInArrow``,
+the model loaded once per partition without the training history (``Recommender.load(history=False)``).
 
 Outputs (one Parquet file, or a folder of part files from Spark):
     users            user_id, vector list<float32> [d]
@@ -28,11 +37,15 @@ import torch
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.pipeline import Recommender
-from ytdnn.samples.prepared import fixed_lists, list_matrix
+from ytdnn.samples.prepared import fixed_lists, list_matrix, user_feature_rows
 from ytdnn.samples.streams import EventStreams
+from ytdnn.scale.prepare import _split, load_example_tables
 
 WHAT = ("users", "items", "recommendations")
 USERS_PER_PARTITION = 50_000  # local engine's chunk, and the Spark engine's partition size
+# (user, candidate) rows the ranker featurizes per recommend_batch call: its feature arrays grow
+# with the batch, and past a few 10k rows each pass over them falls out of the CPU caches
+BATCH_ROWS = 32_768
 _LISTS = ("watch_items", "watch_times", "tokens", "token_times")
 
 
@@ -46,6 +59,78 @@ def item_vectors(rec: Recommender) -> pa.Table:
     if bias is not None:
         columns["bias"] = pa.array(bias.detach().numpy()[1:], pa.float32())
     return pa.table(columns)
+
+
+def output_schema(gen: CandidateGenerator, what: str) -> pa.Schema:
+    """The schema of ``score_users``'s tables for ``what`` ("users" or "recommendations")."""
+    user_id = pa.field("user_id", ARROW_TYPES[gen.featurizer_.users_.token_type_])
+    if what == "users":
+        return pa.schema([user_id, pa.field("vector", pa.list_(pa.float32()))])
+    return pa.schema([user_id, pa.field("rank", pa.int32()),
+                      pa.field("item_id", ARROW_TYPES[gen.featurizer_.items_.token_type_]),
+                      pa.field("score", pa.float64())])
+
+
+def score_users(rec: Recommender, what: str, gen: CandidateGenerator, user_ids: pa.Array, k: int = 10) -> pa.Table:
+    """The vectors, or the top k, of users [U'] whose history ``gen`` (``rec.candidates`` serving
+    one partition: ``with_streams``) holds; rows in the order of ``user_ids``. The one scoring
+    function of both engines."""
+    schema = output_schema(gen, what)
+    user_ids = user_ids.cast(schema.field("user_id").type)  # Spark may hand strings as large_string
+    if what == "users":
+        vectors = gen.user_vectors(gen.user_rows(user_ids))  # [U', d]
+        return pa.table([user_ids, fixed_lists(vectors, pa.float32())], schema=schema)
+    # the fast path ranks with each item's share of the ranker's first layer precomputed: the
+    # same lists, scores equal to ~1e-6 relative (Recommender)
+    part = Recommender(gen, rec.ranker, rec.num_candidates, rec.settings, fast_path=True, sources=rec.sources)
+    ids, out = user_ids.to_pylist(), []
+    batch_size = max(1, BATCH_ROWS // (max(rec.num_candidates, k) + sum(n for _, n in rec.sources)))
+    for a in range(0, len(ids), batch_size):
+        out += part.recommend_batch(ids[a : a + batch_size], k)
+    lengths = np.array([len(r.item_ids) for r in out], np.int64)
+    return pa.table([
+        user_ids.take(pa.array(np.repeat(np.arange(len(out)), lengths), pa.int64())),
+        pa.array(np.concatenate([np.arange(1, n + 1) for n in lengths] or [[]]).astype(np.int32)),
+        pa.array(np.concatenate([r.item_ids for r in out] or [[]]).tolist(), schema.field("item_id").type),
+        pa.array(np.concatenate([r.scores for r in out] or [[]]).astype(np.float64)),
+    ], schema=schema)
+
+
+def score_logs(rec: Recommender, what: str, watches: pa.Table, searches: pa.Table | None,
+               user_features: pa.Table, k: int = 10) -> pa.Table:
+    """Score the users of a partition of the logs that the model knows, from their events:
+    watches and searches (every one of each user's: whole users), user_features
+    (``user_feature_rows`` of the users table). Users unknown to the model are skipped; rows come
+    in the order of the model's user vocabulary."""
+    gen = rec.candidates
+    id_type = ARROW_TYPES[gen.featurizer_.users_.token_type_]
+    ids = pa.chunked_array([chunk for t in (watches, searches, user_features) if t is not None
+                            for chunk in t.column("user_id").cast(id_type).chunks], id_type)
+    featurizer = gen.featurizer_.for_users(ids)  # every user of the partition: row 0 stays empty
+    streams = featurizer.streams(watches, searches, None)
+    if len(user_features):
+        rows = featurizer.users_.encode(user_features.column("user_id"))
+        streams.user_categorical[rows] = list_matrix(user_features.column("user_categorical"), np.int64)
+        streams.user_continuous[rows] = list_matrix(user_features.column("user_continuous"), np.float32)
+    users = featurizer.users_.token_array
+    known = gen.featurizer_.users_.encode(users)  # [U'] the model's rows, 0 = unknown
+    order = np.argsort(known, kind="stable")[np.count_nonzero(known == 0):]
+    return score_users(rec, what, gen.with_streams(featurizer, streams), users.take(pa.array(order)), k)
+
+
+def log_partitions(gen: CandidateGenerator, data: str | Path, users_per_chunk: int = USERS_PER_PARTITION
+                   ) -> Iterator[tuple[pa.Table, pa.Table | None, pa.Table]]:
+    """The logs of a data directory as ``score_logs`` takes them, in chunks of the model's users
+    (row order): (watches, searches or None, user features). Rows of users the model does not
+    know are left out."""
+    dataset = load_example_tables(data)
+    num_users = len(gen.featurizer_.users_) - 1
+    num_chunks = max(-(-num_users // users_per_chunk), 1)
+    chunk_of = np.r_[num_chunks, np.arange(num_users) // users_per_chunk]  # unknown users: past the last
+    features = user_feature_rows(gen.featurizer_, dataset.users)
+    parts = [_split(t, gen.featurizer_, chunk_of, num_chunks) for t in (dataset.watches, dataset.searches, features)]
+    for c in range(num_chunks):
+        yield tuple(p[c] if p is not None else None for p in parts)
 
 
 def history_rows(gen: CandidateGenerator, users_per_chunk: int = USERS_PER_PARTITION) -> Iterator[pa.Table]:
@@ -67,45 +152,35 @@ def history_rows(gen: CandidateGenerator, users_per_chunk: int = USERS_PER_PARTI
         yield pa.table(columns)
 
 
-def score_partition(rec: Recommender, what: str, rows: pa.Table, k: int = 10, batch_size: int = 256) -> pa.Table:
+def score_partition(rec: Recommender, what: str, rows: pa.Table, k: int = 10) -> pa.Table:
     """Score the users of ``history_rows`` rows [U']: their vectors, or their top k."""
-    gen = _partition_generator(rec.candidates, rows)
-    user_ids = rows.column("user_id")
-    if what == "users":
-        vectors = gen.user_vectors(gen.user_rows(user_ids))  # [U', d]
-        return pa.table({"user_id": user_ids, "vector": fixed_lists(vectors, pa.float32())})
-    part = Recommender(gen, rec.ranker, rec.num_candidates, rec.settings)
-    ids, out = user_ids.to_pylist(), []
-    for a in range(0, len(ids), batch_size):
-        out += part.recommend_batch(ids[a : a + batch_size], k)
-    lengths = [len(r.item_ids) for r in out]
-    return pa.table({
-        "user_id": user_ids.take(pa.array(np.repeat(np.arange(len(out)), lengths), pa.int64())),
-        "rank": pa.array(np.concatenate([np.arange(1, n + 1) for n in lengths] or [[]]).astype(np.int32)),
-        "item_id": pa.array(np.concatenate([r.item_ids for r in out] or [[]]).tolist(),
-                            ARROW_TYPES[gen.featurizer_.items_.token_type_]),
-        "score": pa.array(np.concatenate([r.scores for r in out] or [[]]).astype(np.float64)),
-    })
+    return score_users(rec, what, _partition_generator(rec.candidates, rows), rows.column("user_id").combine_chunks(), k)
 
 
-def score_local(model: str | Path, what: str, out: str | Path, k: int = 10) -> int:
-    """Write ``what`` of a model directory to the Parquet file ``out``; returns its rows."""
-    rec = Recommender.load(model, history=what != "items")
+def score_local(model: str | Path, what: str, out: str | Path, k: int = 10, data: str | Path | None = None) -> int:
+    """Write ``what`` of a model directory to the Parquet file ``out``; returns its rows.
+    data: the canonical logs the model was trained on; the users' history is then built from them
+    (``score_logs``) instead of read from the model (history.npz)."""
+    rec = Recommender.load(model, history=what != "items" and data is None)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if what == "items":
         table = item_vectors(rec)
         pq.write_table(table, out)
         return table.num_rows
-    writer, total = None, 0
-    for rows in history_rows(rec.candidates):
-        table = score_partition(rec, what, rows, k)
-        writer = writer or pq.ParquetWriter(out, table.schema)
-        writer.write_table(table)
-        total += table.num_rows
-    if writer is None:
-        raise ValueError(f"{model} has no users to score")
-    writer.close()
+    if data is None:
+        tables = (score_partition(rec, what, rows, k) for rows in history_rows(rec.candidates))
+    else:
+        tables = (score_logs(rec, what, *logs, k=k) for logs in log_partitions(rec.candidates, data))
+    total = 0
+    with pq.ParquetWriter(out, output_schema(rec.candidates, what)) as writer:
+        for table in tables:
+            writer.write_table(table)
+            total += table.num_rows
+    if not total:
+        out.unlink()
+        raise ValueError(f"no user to score: {model} knows none" if data is None else
+                         f"no user of {data} is known to the model {model}: are these the logs it was trained on?")
     return total
 
 

@@ -8,6 +8,8 @@ What runs where:
   ``candidate_example_rows`` on partitions that hold every event of their users (events
   repartitioned by user id), then write the shards. They get the featurizer without its user
   vocabulary (``Featurizer.for_users``): only the item and token vocabularies and the encoders.
+  With a generator, a second pass builds the ranker's pages (``page_rows``) the same way, the
+  generator's folder shipped to the executors (``SparkContext.addFile``).
 
 Vocabularies and the window are exact (counts and min/max are exact aggregates). The example-age
 quantiles come from Spark's ``percentile_approx`` (a Greenwald-Khanna sketch) in the same pass:
@@ -31,14 +33,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ytdnn.candidates import CandidateGenerator
 from ytdnn.data.schema import Dataset
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.text import tokenize_many
 from ytdnn.features.users import UserFeatureEncoder
 from ytdnn.samples.candidate import ExampleConfig
-from ytdnn.samples.prepared import candidate_example_rows, example_schema, user_feature_rows
+from ytdnn.samples.impressions import page_schema
+from ytdnn.samples.prepared import (
+    candidate_example_rows,
+    example_schema,
+    page_rows,
+    user_feature_rows,
+)
 from ytdnn.samples.streams import Featurizer
-from ytdnn.scale.prepare import EXAMPLE_TABLES, write_manifest
+from ytdnn.scale.prepare import EXAMPLE_TABLES, PAGES, PageJob, write_manifest
 
 DEFAULT_MASTER = "local[2]"
 QUANTILE_ACCURACY = 100_000  # percentile_approx's accuracy: rank error <= N / accuracy
@@ -82,7 +91,7 @@ def spark_type(kind: pa.DataType) -> str:
     if pa.types.is_list(kind):
         return f"array<{spark_type(kind.value_type)}>"
     names = {pa.int64(): "bigint", pa.int32(): "int", pa.string(): "string", pa.float32(): "float",
-             pa.float64(): "double"}
+             pa.float64(): "double", pa.bool_(): "boolean"}
     return names[kind]
 
 
@@ -92,7 +101,7 @@ def spark_schema(schema: pa.Schema) -> str:
 
 def prepare_spark(spark, data: str | Path, out: str | Path, examples: ExampleConfig | None = None,
                   seed: int = 0, num_shards: int = 8, max_items: int | None = 1_000_000,
-                  max_tokens: int | None = 1_000_000) -> dict:
+                  max_tokens: int | None = 1_000_000, pages: PageJob | None = None) -> dict:
     """``prepare_local``'s output, computed by ``spark`` from a canonical data directory."""
     cfg = examples or ExampleConfig()
     tables = _read(spark, Path(data))
@@ -107,13 +116,9 @@ def prepare_spark(spark, data: str | Path, out: str | Path, examples: ExampleCon
         batches = list(batches)  # one partition: every event of its users
         if not batches:
             return
-        events = pa.Table.from_batches(batches)
-        kind = events.column("kind").to_numpy()
-        watches, searches, users = (events.filter(pa.array(kind == k)) for k in (WATCH, SEARCH, USER))
+        watches, searches, users = _by_kind(pa.Table.from_batches(batches))
         if watches.num_rows:
-            rows = candidate_example_rows(shipped, cfg, seed, watches, searches,
-                                          users.select(["user_id", "user_categorical", "user_continuous"]))
-            yield from rows.to_batches()
+            yield from candidate_example_rows(shipped, cfg, seed, watches, searches, users).to_batches()
 
     folder = Path(out) / "candidates"
     with arrow_only():
@@ -122,7 +127,44 @@ def prepare_spark(spark, data: str | Path, out: str | Path, examples: ExampleCon
     counts = [pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet"))]
     quantiles = {"method": "approximate (Spark percentile_approx)", "accuracy": QUANTILE_ACCURACY,
                  "rank_error": rank_error}
-    return write_manifest(out, featurizer, cfg, seed, "spark", counts, quantiles)
+    built = _prepare_pages(spark, tables, pages, Path(out) / PAGES, num_shards) if pages else None
+    return write_manifest(out, featurizer, cfg, seed, "spark", counts, quantiles, built)
+
+
+def _prepare_pages(spark, tables: dict, job: PageJob, folder: Path, num_shards: int) -> dict:
+    """Write the ranker's built pages (``page_rows``) under ``folder``; returns ``job.manifest``.
+    The generator's folder reaches the executors through ``SparkContext.addFile``; each partition
+    loads it once, without its history, and builds the pages of the users it holds."""
+    from pyspark import SparkFiles
+
+    generator = job.load()  # the driver needs its vocabularies (users' features, ids' types)
+    shipped = generator.featurizer_.for_users(pa.array([], _id_type(generator.featurizer_)))
+    events = _events(tables, shipped)  # the users' features encoded as the generator encodes them
+    schema = page_schema(generator.featurizer_)
+    del generator
+    spark.sparkContext.addFile(str(job.generator), recursive=True)
+    name, cfg = job.generator.name, job.impressions
+
+    def pages_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)  # one partition: every event of its users
+        if not batches:
+            return
+        watches, searches, users = _by_kind(pa.Table.from_batches(batches))
+        if watches.num_rows:
+            generator = CandidateGenerator.load(SparkFiles.get(name), history=False)  # once per partition
+            yield from page_rows(generator, cfg, watches, searches, users).to_batches()
+
+    with arrow_only():
+        built = events.repartition(num_shards, "user_id").mapInArrow(pages_of, spark_schema(schema))
+        built.write.mode("overwrite").parquet(str(folder))
+    return job.manifest([pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet"))])
+
+
+def _by_kind(events: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """One partition's events -> its (watches, searches, encoded user features) tables."""
+    kind = events.column("kind").to_numpy()
+    watches, searches, users = (events.filter(pa.array(kind == k)) for k in (WATCH, SEARCH, USER))
+    return watches, searches, users.select(["user_id", "user_categorical", "user_continuous"])
 
 
 def fit_featurizer(spark, tables: dict, featurizer: Featurizer) -> tuple[Featurizer, int]:
@@ -183,20 +225,23 @@ def _id_type(featurizer: Featurizer) -> pa.DataType:
 
 
 def _events(tables: dict, featurizer: Featurizer):
-    """One DataFrame of every watch, search and encoded user, by kind (``_EVENTS``)."""
+    """One DataFrame of every watch, search and encoded user, by kind (``_EVENTS``, and the
+    watches' watch_time when they have one: the built pages' clicks carry it)."""
     from pyspark.sql import functions as F
 
     watches = tables["watches"]
     item = watches.schema["item_id"].dataType.simpleString()
     none = {"item_id": F.lit(None).cast(item), "timestamp": F.lit(None).cast("bigint"),
             "query": F.lit(None).cast("string"), "user_categorical": F.lit(None).cast("array<bigint>"),
-            "user_continuous": F.lit(None).cast("array<float>")}
+            "user_continuous": F.lit(None).cast("array<float>"), "watch_time": F.lit(None).cast("double")}
+    names = _EVENTS.split(", ") + (["watch_time"] if "watch_time" in watches.columns else [])
 
     def select(df, kind: int, **present):
         columns = {"user_id": F.col("user_id"), "kind": F.lit(kind)} | none | present
-        return df.select(*[columns[name].alias(name) for name in _EVENTS.split(", ")])
+        return df.select(*[columns[name].alias(name) for name in names])
 
-    events = select(watches, WATCH, item_id=F.col("item_id"), timestamp=F.col("timestamp").cast("bigint"))
+    events = select(watches, WATCH, item_id=F.col("item_id"), timestamp=F.col("timestamp").cast("bigint"),
+                    watch_time=F.col("watch_time").cast("double") if "watch_time" in names else None)
     if "searches" in tables:
         events = events.unionByName(select(tables["searches"], SEARCH, timestamp=F.col("timestamp").cast("bigint"),
                                            query=F.col("query")))
