@@ -78,11 +78,12 @@ def user_feature_rows(featurizer: Featurizer, users: pa.Table | None) -> pa.Tabl
 
 def partition_streams(featurizer: Featurizer, watches: pa.Table, searches: pa.Table | None,
                       user_features: pa.Table) -> tuple[Featurizer, EventStreams]:
-    """(``featurizer`` restricted to the users of ``watches``, their streams): the events of a set of
-    whole users, their features already encoded (``user_feature_rows``, of at least those users)."""
-    if not featurizer.ordered_:
-        raise ValueError("prepared examples and pages need timestamped watches (an ordered log)")
-    part = featurizer.for_users(watches.column("user_id"))  # rows 1..U' of these users only
+    """(``featurizer`` restricted to the users of these tables, their streams): the events of a set
+    of whole users, their features already encoded (``user_feature_rows``)."""
+    id_type = ARROW_TYPES[featurizer.users_.token_type_]
+    ids = pa.chunked_array([chunk for t in (watches, searches, user_features) if t is not None
+                            for chunk in t.column("user_id").cast(id_type).chunks], id_type)
+    part = featurizer.for_users(ids)  # rows 1..U' of these users only
     streams = part.streams(watches, searches, None)
     rows = part.users_.encode(user_features.column("user_id"))  # [U''], 0 = not a user here
     known = rows > 0
@@ -111,6 +112,8 @@ def candidate_example_rows(featurizer: Featurizer, cfg: ExampleConfig, seed: int
     searches: those users' searches (others are ignored); user_features: ``user_feature_rows``
     of (at least) those users. ``featurizer``: fitted on the whole log (vocabularies, window).
     """
+    if not featurizer.ordered_:
+        raise ValueError("prepared examples need timestamped watches (an ordered log)")
     part, streams = partition_streams(featurizer, watches, searches, user_features)
     examples = CandidateExamples(streams, cfg)
     users = examples.label_users  # [E]

@@ -37,7 +37,7 @@ import torch
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.pipeline import Recommender
-from ytdnn.samples.prepared import fixed_lists, list_matrix, user_feature_rows
+from ytdnn.samples.prepared import fixed_lists, list_matrix, partition_streams, user_feature_rows
 from ytdnn.samples.streams import EventStreams
 from ytdnn.scale.prepare import _split, load_example_tables
 
@@ -103,15 +103,7 @@ def score_logs(rec: Recommender, what: str, watches: pa.Table, searches: pa.Tabl
     (``user_feature_rows`` of the users table). Users unknown to the model are skipped; rows come
     in the order of the model's user vocabulary."""
     gen = rec.candidates
-    id_type = ARROW_TYPES[gen.featurizer_.users_.token_type_]
-    ids = pa.chunked_array([chunk for t in (watches, searches, user_features) if t is not None
-                            for chunk in t.column("user_id").cast(id_type).chunks], id_type)
-    featurizer = gen.featurizer_.for_users(ids)  # every user of the partition: row 0 stays empty
-    streams = featurizer.streams(watches, searches, None)
-    if len(user_features):
-        rows = featurizer.users_.encode(user_features.column("user_id"))
-        streams.user_categorical[rows] = list_matrix(user_features.column("user_categorical"), np.int64)
-        streams.user_continuous[rows] = list_matrix(user_features.column("user_continuous"), np.float32)
+    featurizer, streams = partition_streams(gen.featurizer_, watches, searches, user_features)
     users = featurizer.users_.token_array
     known = gen.featurizer_.users_.encode(users)  # [U'] the model's rows, 0 = unknown
     order = np.argsort(known, kind="stable")[np.count_nonzero(known == 0):]
