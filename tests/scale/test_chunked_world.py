@@ -9,6 +9,9 @@ from ytdnn.data.schema import Dataset
 from ytdnn.data.synthetic_chunked import generate_to, user_blocks
 from ytdnn.data.synthetic_config import PRESETS, SCALE_WATCHES_PER_USER, WorldConfig
 from ytdnn.data.synthetic_entities import build_truth
+from ytdnn.data.synthetic_sampler import SegmentSampler
+from ytdnn.data.synthetic_sessions import simulate
+from ytdnn.data.synthetic_tables import build_dataset
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +27,25 @@ def test_blocks_cover_every_user_once_in_order():
     blocks = user_blocks(truth, cfg, 1_500)
     assert len(blocks) >= 3
     np.testing.assert_array_equal(np.concatenate(blocks), np.arange(cfg.num_users))
+
+
+def test_a_log_of_whole_blocks_has_no_block_of_one_user():
+    cfg = WorldConfig.preset("tiny")
+    truth = build_truth(cfg, np.random.Generator(np.random.PCG64(cfg.seed)))
+    blocks = user_blocks(truth, cfg, cfg.num_watches // 4)  # the log is exactly 4 blocks
+    assert len(blocks) == 4 and min(len(b) for b in blocks) > 10
+    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(cfg.num_users))
+
+
+def test_a_block_of_users_without_pages_keeps_its_watches():
+    cfg = WorldConfig.preset("tiny")
+    truth = build_truth(cfg, np.random.Generator(np.random.PCG64(cfg.seed)))
+    events = simulate(cfg, truth, SegmentSampler(truth, cfg), np.random.Generator(np.random.PCG64(1)))
+    events.impression = {k: v[:0] for k, v in events.impression.items()}  # no page was shown
+    events.watch["page"][:] = -1
+    dataset, _ = build_dataset(cfg, truth, events, np.random.Generator(np.random.PCG64(2)))
+    in_window = int((events.watch["time"] < cfg.window_s).sum())
+    assert dataset.watches.num_rows == in_window > 0 and dataset.impressions.num_rows == 0
 
 
 def test_blocks_form_one_valid_world(world_dir):

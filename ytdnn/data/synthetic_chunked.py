@@ -40,7 +40,10 @@ def user_blocks(truth: Truth, cfg: WorldConfig, block_watches: int) -> list[np.n
     w = cfg.window_s
     live = truth.user_activity * (w - truth.user_join_time) / w  # [U]
     expected = np.cumsum(live) / live.sum() * cfg.num_watches  # [U] watches of users 0..u
-    block = (expected // max(block_watches, 1)).astype(np.int64)
+    # block k holds the users whose running total is in (k b, (k + 1) b]: when num_watches is a
+    # multiple of b, the last user ends the last block instead of opening one of its own (the
+    # 1e-9 absorbs the running sum's rounding)
+    block = np.maximum(np.ceil(expected / max(block_watches, 1) - 1e-9) - 1, 0).astype(np.int64)
     cuts = np.flatnonzero(np.diff(block)) + 1
     return [b for b in np.split(np.arange(cfg.num_users), cuts) if len(b)]
 

@@ -59,8 +59,11 @@ def _kept_rows(cfg: WorldConfig, events: Events) -> tuple[np.ndarray, np.ndarray
     late = np.zeros(num_pages, bool)
     late[pages[imp["time"] >= w]] = True
     watch_page = watch["page"].astype(np.int64)
-    late[watch_page[(watch_page >= 0) & (watch["time"] >= w)]] = True
-    keep_watch = (watch["time"] < w) & ((watch_page < 0) | ~late[np.maximum(watch_page, 0)])
+    on_page = watch_page >= 0  # a block of users may have no page at all: then none is
+    late[watch_page[on_page & (watch["time"] >= w)]] = True
+    from_late_page = np.zeros(len(watch_page), bool)
+    from_late_page[on_page] = late[watch_page[on_page]]
+    keep_watch = (watch["time"] < w) & ~from_late_page
     return np.flatnonzero(keep_watch), np.flatnonzero(~late[pages])
 
 
