@@ -110,20 +110,13 @@ def prepare_spark(spark, data: str | Path, out: str | Path, examples: ExampleCon
         raise ValueError("prepared examples need timestamped watches (an ordered log)")
     shipped = featurizer.for_users(pa.array([], _id_type(featurizer)))  # no user vocabulary to ship
     events = _events(tables, shipped)
-    schema = example_schema(featurizer, cfg)
-
-    def examples_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)  # one partition: every event of its users
-        if not batches:
-            return
-        watches, searches, users = _by_kind(pa.Table.from_batches(batches))
-        if watches.num_rows:
-            yield from candidate_example_rows(shipped, cfg, seed, watches, searches, users).to_batches()
-
     folder = Path(out) / "candidates"
-    with arrow_only():
-        shards = events.repartition(num_shards, "user_id").mapInArrow(examples_of, spark_schema(schema))
-        shards.write.mode("overwrite").option("parquet.block.size", 8 * 2**20).parquet(str(folder))
+
+    def examples_of(watches: pa.Table, searches: pa.Table, users: pa.Table) -> pa.Table:
+        return candidate_example_rows(shipped, cfg, seed, watches, searches, users)
+
+    _write_per_user(events, num_shards, examples_of, example_schema(featurizer, cfg), folder,
+                    {"parquet.block.size": 8 * 2**20})
     counts = [pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet"))]
     quantiles = {"method": "approximate (Spark percentile_approx)", "accuracy": QUANTILE_ACCURACY,
                  "rank_error": rank_error}
@@ -145,19 +138,30 @@ def _prepare_pages(spark, tables: dict, job: PageJob, folder: Path, num_shards: 
     spark.sparkContext.addFile(str(job.generator), recursive=True)
     name, cfg = job.generator.name, job.impressions
 
-    def pages_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)  # one partition: every event of its users
-        if not batches:
-            return
-        watches, searches, users = _by_kind(pa.Table.from_batches(batches))
-        if watches.num_rows:
-            generator = CandidateGenerator.load(SparkFiles.get(name), history=False)  # once per partition
-            yield from page_rows(generator, cfg, watches, searches, users).to_batches()
+    def pages_of(watches: pa.Table, searches: pa.Table, users: pa.Table) -> pa.Table:
+        generator = CandidateGenerator.load(SparkFiles.get(name), history=False)  # once per partition
+        return page_rows(generator, cfg, watches, searches, users)
+
+    _write_per_user(events, num_shards, pages_of, schema, folder)
+    return job.manifest([pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet"))])
+
+
+def _write_per_user(events, num_shards: int, rows_of, schema: pa.Schema, folder: Path, options: dict | None = None):
+    """Repartition ``events`` (``_events``) by user id into ``num_shards`` partitions, each holding
+    every event of its users, and write ``rows_of(watches, searches, users)`` of each (called
+    once per partition with watches) as Parquet under ``folder``."""
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)
+        if batches:
+            watches, searches, users = _by_kind(pa.Table.from_batches(batches))
+            if watches.num_rows:
+                yield from rows_of(watches, searches, users).to_batches()
 
     with arrow_only():
-        built = events.repartition(num_shards, "user_id").mapInArrow(pages_of, spark_schema(schema))
-        built.write.mode("overwrite").parquet(str(folder))
-    return job.manifest([pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet"))])
+        writer = events.repartition(num_shards, "user_id").mapInArrow(apply, spark_schema(schema)).write.mode("overwrite")
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        writer.parquet(str(folder))
 
 
 def _by_kind(events: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
