@@ -114,13 +114,15 @@ class CandidateGenerator:
             cfg = cfg.replace(monitor=DEFAULT_MONITOR)
         return self._fit(watches, searches, users, validate, items, out_dir, resume, on_log, cfg)
 
-    def fit_prepared(self, prepared: str | Path, watches: pa.Table, searches: pa.Table | None = None,
+    def fit_prepared(self, prepared: str | Path, watches: pa.Table | None, searches: pa.Table | None = None,
                      users: pa.Table | None = None, items: pa.Table | None = None,
                      out_dir: str | Path | None = None, resume: bool = True, on_log=None) -> CandidateGenerator:
         """Train on the example shards of `ytdnn prepare` (``prepared``), streamed through a
         shuffle buffer (``ShardStream``), for ``train.max_epochs`` (no validation split to stop
         early on). The logs give the history the model serves from, encoded by the prepared
-        vocabularies."""
+        vocabularies. watches None: no log is read, so memory holds the buffer, not the log, and
+        the model keeps no history (its users' events arrive with requests, or ``ytdnn score
+        --data`` builds them from the logs)."""
         self.selection_ = None
         return self._fit(watches, searches, users, None, items, out_dir, resume, on_log,
                          self.train_cfg.replace(patience=None, monitor=None), prepared=prepared)
@@ -132,7 +134,8 @@ class CandidateGenerator:
         else:
             stream = self._prepared_stream(prepared, cfg)  # sets featurizer_
         self.titles_ = _titles(items)
-        self.streams_ = self.featurizer_.streams(watches, searches, users)
+        self.streams_ = self.featurizer_.streams(watches if watches is not None else self.featurizer_.no_watches(),
+                                                 searches, users)
         if prepared is None:
             examples = CandidateExamples(self.streams_, self.example_cfg, self.featurizer_)
         with private_rng(seed=self.train_cfg.seed):  # initial weights; the caller's RNG untouched

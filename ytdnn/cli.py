@@ -90,9 +90,11 @@ def _train_candidates(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
     from ytdnn.training import fit_candidates
 
+    if args.data is None and args.examples is None:
+        raise ValueError("train candidates needs --data (the logs), or --examples (prepared shards)")
     config = _settings(args)
-    gen = fit_candidates(Dataset.load(args.data), config, out_dir=args.out, on_log=_print_epoch, auto=args.auto,
-                         examples=args.examples)
+    gen = fit_candidates(Dataset.load(args.data) if args.data else None, config, out_dir=args.out,
+                         on_log=_print_epoch, auto=args.auto, examples=args.examples)
     if not _writes():
         return 0
     _print_selection(gen)
@@ -469,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model").add_subparsers(dest="train_command", required=True)
     candidates = train.add_parser("candidates", help="train the candidate generator (paper section 3)")
-    candidates.add_argument("--data", required=True, help="directory of canonical Parquet tables")
+    candidates.add_argument("--data", default=None,
+                            help="directory of canonical Parquet tables (with --examples: only the history the "
+                                 "model serves from; without it, no log is read and the model keeps no history)")
     candidates.add_argument("--out", required=True, help="model directory to write")
     _settings_flags(candidates)
     _auto_flag(candidates)

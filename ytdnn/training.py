@@ -40,14 +40,15 @@ def fit_candidates(dataset, config: TwoStageConfig | None = None, out_dir: str |
     """The candidate generator of ``config`` fit on the dataset, its index built. ``auto``: first
     choose among ``AUTO_CHOICES`` on the log's own validation split (``choose``); the chosen
     settings and every choice's figures are in ``generator.selection_["auto"]``. ``examples``: a
-    `ytdnn prepare` directory to train from, streamed (``CandidateGenerator.fit_prepared``)."""
+    `ytdnn prepare` directory to train from, streamed (``CandidateGenerator.fit_prepared``);
+    the dataset may then be None: the model keeps no history (``fit_prepared``)."""
     config = config or TwoStageConfig()
     if examples is not None:
         if auto:
             raise ValueError("--auto chooses on the log itself; it cannot train from prepared examples")
+        logs = (dataset.watches, dataset.searches, dataset.users, dataset.items) if dataset is not None else (None,) * 4
         return CandidateGenerator(**config.generator_kwargs()).fit_prepared(
-            examples, dataset.watches, dataset.searches, dataset.users, items=dataset.items,
-            out_dir=out_dir, on_log=on_log).build_index(config.pipeline.index)
+            examples, *logs[:3], items=logs[3], out_dir=out_dir, on_log=on_log).build_index(config.pipeline.index)
     chosen = None
     if auto:
         config, chosen = choose(dataset, config, on_log)

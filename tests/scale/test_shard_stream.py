@@ -78,3 +78,28 @@ def test_training_from_shards_is_deterministic_and_resumes(prepared, data_dir, t
     assert whole.featurizer_.items_.tokens_ == read_manifest(prepared)[1].items_.tokens_
     with pytest.raises(ValueError, match="other example settings"):
         CandidateGenerator(examples=ExampleConfig()).fit_prepared(prepared, d.watches)
+
+
+def test_training_from_shards_alone_reads_no_log_and_scores_from_the_logs(prepared, data_dir, tmp_path, capsys):
+    from ytdnn.cli import main
+    from ytdnn.scale.score import score_local
+
+    d = Dataset.load(data_dir)
+    with_logs = _generator(1).fit_prepared(prepared, d.watches, d.searches, d.users)
+    alone = _generator(1).fit_prepared(prepared, None)
+    for name, tensor in with_logs.model_.state_dict().items():  # the history never reaches the weights
+        torch.testing.assert_close(alone.model_.state_dict()[name], tensor, rtol=0, atol=0)
+    assert len(alone.streams_.watch_items) == 0 and len(with_logs.streams_.watch_items) == d.watches.num_rows
+    with_logs.save(tmp_path / "with-logs")
+    alone.save(tmp_path / "alone")
+    for model in ("with-logs", "alone"):  # each user's history built from the logs: the same vectors
+        score_local(tmp_path / model, "users", tmp_path / f"{model}.parquet", data=data_dir)
+    assert pq.read_table(tmp_path / "alone.parquet").equals(pq.read_table(tmp_path / "with-logs.parquet"))
+
+    small = ["--set", "candidates.embedding_dim=8", "--set", "candidates.output_dim=8", "--set", "depth=0",
+             "--set", "train.max_epochs=1", "--set", "train.progress=false",
+             "--set", "examples.max_examples_per_user=30", "--set", "examples.max_watch_history=10"]
+    assert main(["train", "candidates", "--examples", str(prepared), "--out", str(tmp_path / "cli"), *small]) == 0
+    assert "model written to" in capsys.readouterr().out
+    assert main(["train", "candidates", "--out", str(tmp_path / "neither"), *small]) == 2
+    assert "needs --data" in capsys.readouterr().err

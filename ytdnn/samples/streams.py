@@ -20,7 +20,7 @@ from ytdnn.data.schema import DataError, has_timestamps
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.text import tokenize_many
 from ytdnn.features.users import UserFeatureEncoder
-from ytdnn.features.vocab import Vocabulary
+from ytdnn.features.vocab import ARROW_TYPES, Vocabulary
 
 
 @dataclass
@@ -139,6 +139,12 @@ class Featurizer:
     @property
     def num_tokens(self) -> int:
         return 1 if self.tokens_ is None else len(self.tokens_)
+
+    def no_watches(self) -> pa.Table:
+        """An empty watches table of the vocabularies' id types: the streams of no events."""
+        return pa.table({"user_id": pa.array([], ARROW_TYPES[self.users_.token_type_]),
+                         "item_id": pa.array([], ARROW_TYPES[self.items_.token_type_]),
+                         "timestamp": pa.array([], pa.int64())})
 
     def streams(self, watches: pa.Table, searches: pa.Table | None = None, users: pa.Table | None = None) -> EventStreams:
         """Encode logs into per-user streams sorted by (user, time, item id)."""
