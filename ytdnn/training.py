@@ -107,6 +107,9 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
     sources)."""
     config = config or TwoStageConfig()
     cfg = config.impressions
+    if (generator.streams_ is None or not len(generator.streams_.watch_items)) and len(dataset.watches):
+        raise ValueError("the candidate generator keeps no history (trained from prepared shards without --data): "
+                         "the ranker's features read it, so train the generator with --data")
     if prepared is not None:
         _check_prepared_pages(generator, config)
     if not generator.featurizer_.ordered_:  # no time to request pages at: a random holdout

@@ -103,3 +103,5 @@ def test_training_from_shards_alone_reads_no_log_and_scores_from_the_logs(prepar
     assert "model written to" in capsys.readouterr().out
     assert main(["train", "candidates", "--out", str(tmp_path / "neither"), *small]) == 2
     assert "needs --data" in capsys.readouterr().err
+    assert main(["train", "ranker", "--data", str(data_dir), "--model", str(tmp_path / "cli"), *small]) == 2
+    assert "keeps no history" in capsys.readouterr().err  # its features would read empty histories
