@@ -42,6 +42,7 @@ from ytdnn.samples.ranking import history_end
 from ytdnn.samples.streams import window_positions, windows
 
 SOURCES = ("auto", "logged", "built", "both")
+REQUESTS = 1  # the requests' purpose of ``samples.keys.user_keys`` (the examples' cap is 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +210,7 @@ def _requests(streams, user_hash: np.ndarray, cfg: ImpressionConfig) -> tuple[np
         eligible &= np.arange(len(users)) >= streams.watch_offsets[users + 1] - cfg.last_watches
     eligible = np.flatnonzero(eligible)
     owner = users[eligible]
-    keys = user_keys(cfg.seed, user_hash[owner], eligible - streams.watch_offsets[owner])
+    keys = user_keys(cfg.seed, user_hash[owner], eligible - streams.watch_offsets[owner], purpose=REQUESTS)
     chosen = np.sort(smallest_per_group(owner, keys, cfg.requests_per_user))  # in stream order
     return eligible[chosen], keys[chosen]
 

@@ -33,11 +33,14 @@ def id_hashes(ids: list) -> np.ndarray:
     return np.frombuffer(digests, np.uint64).copy()
 
 
-def user_keys(seed: int, user_hash: np.ndarray, position: np.ndarray) -> np.ndarray:
+def user_keys(seed: int, user_hash: np.ndarray, position: np.ndarray, purpose: int = 0) -> np.ndarray:
     """int64 [N] keys of (seed, user, position): user_hash [N] (``id_hashes``), position [N] the
-    event's index among the user's own (time-ordered) events."""
+    event's index among the user's own (time-ordered) events. ``purpose`` > 0 gives a draw
+    independent of purpose 0's for the same seed (the pages' requests must not be the examples
+    the cap kept, which the generator learned as labels)."""
+    salt = np.uint64(seed) ^ (mix(np.uint64(purpose)) if purpose else np.uint64(0))
     with np.errstate(over="ignore"):
-        return mix(mix(np.uint64(seed) ^ user_hash) + np.asarray(position).astype(np.uint64)).view(np.int64)
+        return mix(mix(salt ^ user_hash) + np.asarray(position).astype(np.uint64)).view(np.int64)
 
 
 def unit_interval(keys: np.ndarray) -> np.ndarray:
