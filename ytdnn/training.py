@@ -32,6 +32,7 @@ from ytdnn.samples.impressions import (
     impressions_from_candidates,
     stacking_generator,
 )
+from ytdnn.scale.prepare import PageJob
 from ytdnn.train.distributed import is_main
 
 
@@ -207,16 +208,16 @@ def _dense_pages(impressions: pa.Table, first: int) -> pa.Table:
 
 
 def _check_prepared_pages(generator: CandidateGenerator, config: TwoStageConfig) -> None:
-    """A ValueError for settings that prepared pages cannot serve (``scale.prepare.PageJob``)."""
+    """A ValueError for settings that prepared pages cannot serve (``scale.prepare.PageJob.check``)."""
     cfg = config.impressions
     if not generator.featurizer_.ordered_:
         raise ValueError("prepared pages need an ordered log (an unordered one learns from a random holdout)")
     if cfg.source == "logged":
         raise ValueError("impressions.source is 'logged': prepared pages would go unused")
-    if cfg.last_watches is not None or cfg.samples != 1 or any(
-            name != "generator" for name, _ in parse_sources(config.pipeline.sources)):
-        raise ValueError("prepared pages are one sample built by the generator alone: they serve neither "
-                         "impressions.last_watches, impressions.samples > 1 nor pipeline.sources")
+    PageJob.check(cfg)
+    if any(name != "generator" for name, _ in parse_sources(config.pipeline.sources)):
+        raise ValueError("prepared pages are built by the generator alone: they serve neither "
+                         "pipeline.sources nor --sources")
 
 
 def fit_sources(generator: CandidateGenerator, spec: str) -> Sources:

@@ -61,12 +61,18 @@ class PageJob:
         )
 
         cfg = impressions or ImpressionConfig()
+        cls.check(cfg)
+        return cls(generator_dir(model).resolve(), cfg)
+
+    @staticmethod
+    def check(cfg: ImpressionConfig) -> None:
+        """A ValueError for page settings that one generator cannot build user by user (at
+        prepare time, and again when a ranker trains on the pages)."""
         if cfg.last_watches is not None:
             raise ValueError("impressions.last_watches pages need a stacking generator trained in the same run: "
                              "build them in memory (`ytdnn train ranker` without --examples)")
         if cfg.samples != 1:
             raise ValueError("prepared pages are one sample: set impressions.samples=1")
-        return cls(generator_dir(model).resolve(), cfg)
 
     def load(self):
         from ytdnn.candidates import CandidateGenerator
