@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -234,7 +235,15 @@ def _data_parallel(args: argparse.Namespace, argv: list[str]) -> int:
     with process_group(timedelta(seconds=args.timeout)):
         if not _writes():
             warnings.simplefilter("ignore")  # rank 0 says it once
-        return args.func(args)
+        code = args.func(args)
+    if launched():
+        # A worker whose group is destroyed and whose results are written ends here. Interpreter
+        # teardown after destroy_process_group aborted a gloo rank at random in CI ("terminate
+        # called without an active exception", SIGABRT), and torchrun then failed a finished job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _parallel_flags(parser: argparse.ArgumentParser) -> None:
