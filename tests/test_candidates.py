@@ -214,3 +214,29 @@ def test_fresh_search_tokens_match_the_stored_stream(tmp_path):
     history = watches.filter(pa.compute.equal(watches["user_id"], 3)).sort_by("timestamp")["item_id"].to_pylist()
     fresh = gen.vectors_for_histories([history], [["red fox", "blue whale"]], pa.table({"user_id": pa.array([3], pa.int64())}))
     np.testing.assert_allclose(fresh, gen.user_vectors(gen.user_rows([3])), rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_query_tokens_are_memoised_without_changing_them(tmp_path):
+    """Served requests re-read their users' searches: token ids are kept per query string, and
+    must equal what tokenizing afresh gives, however the queries repeat or the memo is filled."""
+    watches, users = two_clusters(seed=5)
+    searches = pa.table({
+        "user_id": pa.array([3, 3, 4], pa.int64()), "timestamp": pa.array([1, 2, 3], pa.int64()),
+        "query": ["red fox", "blue whale", "red whale"],
+    })
+    gen = small_generator()
+    gen.train_cfg = gen.train_cfg.replace(max_epochs=1)
+    gen.fit(watches, searches, users)
+    queries = [["red fox", "blue whale", "red fox"], [], ["red whale", "green fox", "blue whale"]]
+    first = gen.fresh_streams([[], [], []], queries)
+    again = gen.fresh_streams([[], [], []], queries)  # every query from the memo now
+    vocab = gen.featurizer_.tokens_
+    # "red fox" -> red, fox, "red fox"; "green" is unknown (0); the memo must not change a thing
+    expected = [vocab.encode(t) for q in sum(queries, []) for t in [q.split(" ") + [q]]]
+    for streams in (first, again):
+        np.testing.assert_array_equal(streams.tokens, np.concatenate(expected))
+        np.testing.assert_array_equal(streams.token_offsets, [0, 9, 9, 18])
+    assert vocab.encode(["green"])[0] == 0 and vocab.encode(["red"])[0] > 0
+    gen.fit(watches, searches.slice(0, 1), users)  # a new vocabulary: the old memo is not used
+    refit = gen.fresh_streams([[]], [["blue whale"]])
+    np.testing.assert_array_equal(refit.tokens, gen.featurizer_.tokens_.encode(["blue", "whale", "blue whale"]))

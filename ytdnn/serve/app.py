@@ -26,7 +26,6 @@ a 5xx would be a bug. Every body, request and response, is in the OpenAPI docume
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -136,7 +135,7 @@ def _check_k(k: int, config: ServeConfig) -> int:
 async def _recommend(state: ServeState, user_id: str, k: int, features: dict[str, Any]) -> Response:
     model = state.holder.current  # this request's model, whatever a reload does meanwhile
     job = Job(model, model.user_id(user_id), k, model.check_features(features))
-    answer = await asyncio.wrap_future(state.batcher.submit(job))
+    answer = await state.batcher.submit(job)
     state.metrics.answers.labels(answer["source"]).inc()
     # plain JSON already: skip FastAPI's walk of the answer through jsonable_encoder
     return Response(json.dumps(answer).encode(), media_type="application/json")

@@ -205,14 +205,12 @@ class ServingModel:
 
     def _items(self, job: Job, ids, scores, stages, source: str, candidate_scores=None,
                candidate_ranks=None, sources=None) -> dict[str, Any]:
-        items = []
-        for n, (item, score, stage) in enumerate(zip(ids, scores, stages)):
-            entry = self._entry(item, score, stage=str(stage))
-            if candidate_scores is not None:
-                entry["candidate_score"] = float(candidate_scores[n])
-                entry["candidate_rank"] = int(candidate_ranks[n])
-                entry["sources"] = list(sources[n])
-            items.append(entry)
+        stages = [str(stage) for stage in stages]
+        items = self._entries(ids, scores, stage=stages)
+        if candidate_scores is not None:
+            for entry, score, rank, names in zip(items, np.asarray(candidate_scores, np.float64).tolist(),
+                                                 np.asarray(candidate_ranks, np.int64).tolist(), sources):
+                entry.update(candidate_score=score, candidate_rank=rank, sources=list(names))
         return {"user_id": job.user_id, "k": job.k, "source": source, "model": self.version,
                 "items": items}
 
@@ -228,15 +226,21 @@ class ServingModel:
         scores, ids = gen.index_.search(query, k, exclude=[np.array([row])])
         keep = ids[0] > 0
         decoded = gen.featurizer_.items_.decode(ids[0][keep])
-        return [self._entry(item, score) for item, score in zip(decoded, scores[0][keep])]
+        return self._entries(decoded, scores[0][keep])
 
-    def _entry(self, item: Any, score: float, **fields: Any) -> dict[str, Any]:
-        """One answered item: its id, score, any other fields, and its title when the model has titles."""
-        item = _plain(item)
-        entry = {"item_id": item, "score": float(score), **fields}
+    def _entries(self, ids, scores, **fields: list) -> list[dict[str, Any]]:
+        """Answered items: each one's id, score, its value of every field, and its title when the
+        model has titles. Arrays become Python values whole (``tolist``), not one scalar at a time."""
+        ids = [_plain(item) for item in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
+        scores = np.asarray(scores, np.float64).tolist()
+        entries = [{"item_id": item, "score": score} for item, score in zip(ids, scores)]
+        for name, values in fields.items():
+            for entry, value in zip(entries, values):
+                entry[name] = value
         if self.titles:
-            entry["title"] = self.titles.get(item)
-        return entry
+            for entry in entries:
+                entry["title"] = self.titles.get(entry["item_id"])
+        return entries
 
     def describe(self) -> dict[str, Any]:
         f = self.recommender.candidates.featurizer_
