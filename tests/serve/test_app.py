@@ -257,3 +257,28 @@ def test_metrics_have_no_created_series_and_leave_prometheus_client_as_found(cli
     other = CollectorRegistry()  # another library's metrics keep prometheus_client's defaults
     Counter("other_requests", "requests", registry=other).inc()
     assert b"other_requests_created" in generate_latest(other)
+
+
+@pytest.mark.parametrize("target, plain", [
+    ("/recommend/46", ("46", 10)), ("/recommend/46?k=7", ("46", 7)), ("/recommend/a%20b?k=50", ("a b", 50)),
+    ("/recommend/46?k=7&", None), ("/recommend/46?k=07", None), ("/recommend/46?k=0", None),
+    ("/recommend/46?k=51", None), ("/recommend/46?geo=US", None), ("/recommend/", None),
+    ("/recommend/4/6", None), ("/similar/46", None),
+])
+def test_the_fast_lane_takes_plain_recommend_requests_only(app, target, plain):
+    lane = app.user_middleware[-1]  # the innermost
+    assert lane.cls.__name__ == "RecommendFastLane"
+    path, _, query = target.partition("?")
+    scope = {"type": "http", "method": "GET", "path": path.replace("%20", " "), "query_string": query.encode()}
+    taken = lane.cls(None, **lane.kwargs)._plain(scope)
+    assert taken == (plain if plain is not None else (None, 0))
+
+
+def test_the_fast_lane_answers_as_the_app_does(client):
+    """?k=7 takes the lane, ?k=7& the app's route: the same answer, byte for byte."""
+    lane, routed = client.get("/recommend/46?k=7"), client.get("/recommend/46?k=7&")
+    assert lane.status_code == routed.status_code == 200
+    assert lane.content == routed.content and lane.headers["content-type"] == routed.headers["content-type"]
+    for target in ("/recommend/46?k=0", "/recommend/46?k=51"):  # left to the app: its 422
+        reply = client.get(target)
+        assert reply.status_code == 422 and "k" in json.dumps(reply.json()["error"])
