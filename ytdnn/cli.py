@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import json
 import os
@@ -232,6 +233,8 @@ def _data_parallel(args: argparse.Namespace, argv: list[str]) -> int:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc-per-node={args.nproc}", "-m", "ytdnn", *rest]
         return subprocess.call(torchrun)
+    if launched():  # a rank that aborts (SIGABRT, SIGSEGV) prints where it was, for the job's log
+        faulthandler.enable()
     with process_group(timedelta(seconds=args.timeout)):
         if not _writes():
             warnings.simplefilter("ignore")  # rank 0 says it once
