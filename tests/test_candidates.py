@@ -232,7 +232,7 @@ def test_fresh_query_tokens_are_memoised_without_changing_them(tmp_path):
     again = gen.fresh_streams([[], [], []], queries)  # every query from the memo now
     vocab = gen.featurizer_.tokens_
     # "red fox" -> red, fox, "red fox"; "green" is unknown (0); the memo must not change a thing
-    expected = [vocab.encode(t) for q in sum(queries, []) for t in [q.split(" ") + [q]]]
+    expected = [vocab.encode(q.split(" ") + [q]) for user in queries for q in user]
     for streams in (first, again):
         np.testing.assert_array_equal(streams.tokens, np.concatenate(expected))
         np.testing.assert_array_equal(streams.token_offsets, [0, 9, 9, 18])
