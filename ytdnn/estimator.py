@@ -38,6 +38,7 @@ import pyarrow as pa
 import torch
 
 from ytdnn.datasets import RATING, as_dataset, as_ids, as_table, canonical
+from ytdnn.features import NotFittedError
 from ytdnn.modeldir import ModelDir, ModelDirError
 from ytdnn.pipeline import Recommender
 from ytdnn.retrieval.generator import queries
@@ -49,10 +50,6 @@ STATS_FILE = "stats.npz"
 _ARRAY_KEYS = ("user_ids", "item_ids", "ratings", "timestamps", "watch_times", "user_features",
                "item_features", "searches")
 _PICKLE = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A YouTubeDNN used before ``fit`` (sklearn's convention: both a ValueError and an AttributeError)."""
 
 
 class YouTubeDNN:
