@@ -200,11 +200,19 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
         """The user's top k: items, scores, and the stage that produced each score.
 
         Query parameters other than ``k`` are user features for this request (e.g. ``geo=US``,
-        ``age=31``): an unknown user is then served from them instead of the popular list."""
-        pairs = [(name, value) for name, value in request.query_params.multi_items() if name != "k"]
-        features = dict(pairs)
-        if len(features) != len(pairs):
-            raise ApiError(422, "a feature is given more than once", field="features")
+        ``age=31``; a list feature repeats its name, ``interests=a&interests=b``): an unknown
+        user is then served from them instead of the popular list."""
+        lists = state.holder.current.lists
+        features: dict[str, Any] = {}
+        for name, value in request.query_params.multi_items():
+            if name == "k":
+                continue
+            if name in lists:  # a list feature: one parameter per value, ?interests=a&interests=b
+                features.setdefault(name, []).append(value)
+            elif name in features:
+                raise ApiError(422, f"feature {name!r} is given more than once", field="features")
+            else:
+                features[name] = value
         return await _recommend(state, user_id, _check_k(k, config), features)
 
     @app.post("/recommend/{user_id}", tags=["recommend"], response_model=None,

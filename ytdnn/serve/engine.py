@@ -106,6 +106,7 @@ class ServingModel:
         self.user_type, self.item_type = f.users_.token_type_, f.items_.token_type_
         self.categorical = list(f.user_features_.categorical_)
         self.continuous = list(f.user_features_.continuous_)
+        self.lists = list(f.user_features_.lists_ or {})
         self.stage = "ranker" if self.recommender.ranker is not None else "candidates"
         self.popular = PopularItems(self.config.popular_half_life_share).fit(gen)
         self.titles = gen.item_titles()
@@ -139,13 +140,15 @@ class ServingModel:
             raise BadInput(str(err), "item_id") from None
 
     def check_features(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Sent user features -> {column: str or float}; unknown names and bad values are BadInput.
+        """Sent user features -> {column: str, float or list of str}; unknown names and bad values
+        are BadInput.
 
         Categorical features (strings) may take any value (an unseen one is out of vocabulary);
-        continuous ones must be finite numbers (a string such as "31" is read as one)."""
+        continuous ones must be finite numbers (a string such as "31" is read as one); list
+        features take a list of strings (one string: a list of one)."""
         if not values:
             return None
-        known = set(self.categorical) | set(self.continuous)
+        known = set(self.categorical) | set(self.continuous) | set(self.lists)
         unknown = sorted(set(values) - known)
         if unknown:
             raise BadInput(f"unknown feature(s) {unknown}; this model takes {sorted(known)}",
@@ -154,6 +157,8 @@ class ServingModel:
         for name, value in values.items():
             if name in self.continuous:
                 out[name] = _number(name, value)
+            elif name in self.lists:
+                out[name] = [_text(name, v) for v in (value if isinstance(value, list) else [value])]
             elif isinstance(value, str | int | float) and not isinstance(value, bool):
                 out[name] = str(value)
             else:
@@ -188,7 +193,8 @@ class ServingModel:
         if columns:
             data: dict[str, Any] = {"user_id": pa.array(users, ARROW_TYPES[self.user_type])}
             for name in columns:
-                data[name] = [job.features[name] for job in jobs]
+                values = [job.features[name] for job in jobs]
+                data[name] = pa.array(values, pa.list_(pa.string())) if name in self.lists else values
             features = pa.table(data)
         histories = [job.history or History(job.user_id) for job in jobs]
         results = rec.recommend_batch(users, max(job.k for job in jobs), histories=histories,
@@ -248,7 +254,8 @@ class ServingModel:
                 "num_items": f.num_items - 1, "num_users": len(f.users_) - 1,
                 "num_candidates": self.recommender.num_candidates,
                 "sources": [{"name": src.name, "candidates": n} for src, n in self.recommender.blend_sources()],
-                "user_features": {"categorical": self.categorical, "continuous": self.continuous},
+                "user_features": {"categorical": self.categorical, "continuous": self.continuous,
+                                  "lists": self.lists},
                 "loaded_at": self.loaded_at}
 
 
@@ -295,6 +302,13 @@ def _number(name: str, value: Any) -> float:
     if not math.isfinite(number):
         raise BadInput(f"expected a finite number, got {value!r}", name)
     return number
+
+
+def _text(name: str, value: Any) -> str:
+    """One value of a list feature, as text; BadInput unless a string or a number."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise BadInput(f"expected a list of strings, got an element {value!r}", name)
 
 
 def _plain(value: Any) -> Any:

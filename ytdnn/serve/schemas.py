@@ -54,7 +54,7 @@ class EventBatch(_Strict):
     searches: Annotated[list[SearchEvent], Field(max_length=MAX_EVENTS)] | None = None
 
 
-FeatureValue = str | float
+FeatureValue = str | float | list[str]  # list: a list feature's values
 
 
 class RecommendRequest(_Strict):
@@ -128,6 +128,7 @@ class UserHistory(BaseModel):
 class UserFeatures(BaseModel):
     categorical: list[str]
     continuous: list[str]
+    lists: list[str] = Field(default_factory=list, description="features whose value is a list of strings")
 
 
 class CandidateSource(BaseModel):
