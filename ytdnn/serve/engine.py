@@ -158,11 +158,10 @@ class ServingModel:
             if name in self.continuous:
                 out[name] = _number(name, value)
             elif name in self.lists:
-                out[name] = [_text(name, v) for v in (value if isinstance(value, list) else [value])]
-            elif isinstance(value, str | int | float) and not isinstance(value, bool):
-                out[name] = str(value)
+                values = value if isinstance(value, list) else [value]
+                out[name] = [_text(name, v, "a list of strings, got an element") for v in values]
             else:
-                raise BadInput(f"expected a string, got {value!r}", name)
+                out[name] = _text(name, value, "a string, got")
         return out
 
     def knows(self, user_id: Any) -> bool:
@@ -304,11 +303,12 @@ def _number(name: str, value: Any) -> float:
     return number
 
 
-def _text(name: str, value: Any) -> str:
-    """One value of a list feature, as text; BadInput unless a string or a number."""
+def _text(name: str, value: Any, expected: str) -> str:
+    """A categorical value (or one of a list feature's) as text; BadInput unless a string or a
+    number, saying "expected <expected> <value>"."""
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
-    raise BadInput(f"expected a list of strings, got an element {value!r}", name)
+    raise BadInput(f"expected {expected} {value!r}", name)
 
 
 def _plain(value: Any) -> Any:
