@@ -56,6 +56,7 @@ from ytdnn.serve.protocol import RequestLimitMiddleware
 from ytdnn.serve.seed import model_id_type, open_event_store
 
 log = logging.getLogger("ytdnn.serve")
+DEFAULT_K = 10  # items per recommendation when a request names no k
 
 
 class ServeState:
@@ -181,7 +182,7 @@ class RecommendFastLane:
         match = self.K.fullmatch(scope["query_string"])
         if not user_id or "/" in user_id or match is None:
             return None, 0
-        k = int(match[1] or 10)
+        k = int(match[1] or DEFAULT_K)
         if k > self.state.config.max_k:
             return None, 0
         if self.route is None:
@@ -196,7 +197,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/recommend/{user_id}", tags=["recommend"], response_model=None,
              responses=schemas.ok(schemas.Recommendation, 422))
     async def recommend(request: Request, user_id: str,
-                        k: int = Query(10, ge=1, le=config.max_k)) -> Response:
+                        k: int = Query(DEFAULT_K, ge=1, le=config.max_k)) -> Response:
         """The user's top k: items, scores, and the stage that produced each score.
 
         Query parameters other than ``k`` are user features for this request (e.g. ``geo=US``,
@@ -226,7 +227,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
         unknown = sorted(set(body) - {"k", "features"})
         if unknown:
             raise ApiError(422, f"unknown field(s) {unknown}; expected k, features")
-        k, features = body.get("k", 10), body.get("features") or {}
+        k, features = body.get("k", DEFAULT_K), body.get("features") or {}
         if isinstance(k, bool) or not isinstance(k, int):
             raise ApiError(422, f"k must be an integer, got {k!r}", field="k")
         if not isinstance(features, dict):
