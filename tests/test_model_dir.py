@@ -393,3 +393,24 @@ def test_no_pickle_file_is_written_into_a_model_directory(model):
             if path.suffix == ".npz":
                 with np.load(path, allow_pickle=False) as arrays:
                     assert all(arrays[name].dtype != object for name in arrays.files)
+
+
+@pytest.mark.parametrize("header_bytes", [640, 896, 1152, 1408])
+def test_safetensors_whose_header_length_reads_like_a_pickle_opcode_loads(tmp_path, header_bytes):
+    """A header of 0x580 bytes begins the file b"\\x80\\x05", a pickle's first two bytes: the
+    framing (length, then "{") tells safetensors from pickle, and the weights load."""
+    from safetensors.torch import load_file
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32)}
+    meta = json.dumps({"w": {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}, "__metadata__": {"pad": ""}})
+    header = meta.replace('"pad": ""', '"pad": "' + "x" * (header_bytes - len(meta)) + '"').encode()
+    assert len(header) == header_bytes
+    path = tmp_path / "m" / "w.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(header_bytes.to_bytes(8, "little") + header + tensors["w"].numpy().tobytes())
+    assert path.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    loaded = load_file(str(ModelDir(tmp_path / "m").weights("w.safetensors")))
+    assert torch.equal(loaded["w"], tensors["w"])
+    path.write_bytes(pickle.dumps(tensors, protocol=header_bytes // 256))  # a real pickle is still refused
+    with pytest.raises(ModelDirError, match="pickle"):
+        ModelDir(tmp_path / "m").weights("w.safetensors")

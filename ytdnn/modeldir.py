@@ -40,6 +40,14 @@ _MAGIC = {".npz": _ZIP, ".npy": b"\x93NUMPY"}  # checked before numpy, which bla
 # formats on pickle and suggests allow_pickle
 
 
+def _safetensors_framed(path: Path) -> bool:
+    """Whether ``path`` begins as safetensors does: an 8-byte little-endian header length that
+    fits in the file, then the JSON header's "{" (a pickle's 9th byte is a frame length's, 0)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
 class ModelDirError(ValueError):
     """A model directory (or a file of it) that cannot be loaded; the message is one line."""
 
@@ -89,7 +97,8 @@ class ModelDir:
             raise self.error("missing" if not path.exists() else "not a regular file")
         with open(path, "rb") as f:
             head = f.read(2)
-        if len(head) == 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        # a safetensors header of 640, 896, 1152 or 1408 bytes also begins b"\x80" + 2..5
+        if len(head) == 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS and not _safetensors_framed(path):
             raise self.error("a pickle file: model directories never hold pickle, and ytdnn never "
                              "unpickles")
         magic = _MAGIC.get(path.suffix)
@@ -103,14 +112,11 @@ class ModelDir:
         """The safetensors file ``name``, confined, its framing checked before any parser sees it
         (an 8-byte little-endian header length, then a JSON header that fits in the file)."""
         path = self.file(name)
-        size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(9)
-        if head.startswith(_ZIP):
-            raise self.error("a torch.save archive (pickles), not safetensors: model directories "
-                             "never hold pickle, and ytdnn never unpickles")
-        header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
-        if len(head) < 9 or head[8:9] != b"{" or 8 + header > size:
+            if f.read(len(_ZIP)) == _ZIP:
+                raise self.error("a torch.save archive (pickles), not safetensors: model directories "
+                                 "never hold pickle, and ytdnn never unpickles")
+        if not _safetensors_framed(path):
             raise self.error("not a safetensors file (bad or truncated header)")
         return path
 
