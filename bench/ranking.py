@@ -9,10 +9,11 @@
    also the ground-truth expected watch time of the top 10 at the cut ("EWT@10", seconds). On both,
    the ranker learns on pages built from the generator's top 500 by a stacking generator
    (``pipeline.fit_ranker``, ``samples/impressions.py``).
-   On ml-100k the ranker orders the blend of ``ML_SOURCES`` beside the generator's 500
-   (``retrieval/blend.py``), and each source alone (``source-<name>``, its own top 100) and the
-   fixed linear blend of the generator and EASE (``blend-linear``) are recorded beside it
-   (choices: bench/results/ranking-sources.md).
+   On MovieLens the ranker orders the blend of the setting's sources (``ML_SETTINGS``) beside the
+   generator's 500 (``retrieval/blend.py``), and each source alone (``source-<name>``, its own
+   top 100) and the fixed linear blend of the generator and EASE (``blend-linear``) are recorded
+   beside it (choices: bench/results/ranking-sources.md). ml-1m P-RANDOM (unordered fold files):
+   Recall@20, NDCG@20, Recall@100, with the ranker's pages built on holdout pages.
 3. Latency of ``recommend(user, k=10)`` with 500 candidates ranked, on a 100k-item corpus, with
    the approximate index: p50 / p99 and where the time goes.
 
@@ -35,14 +36,15 @@ RankerBag); it costs 5x the ranker at serving.
 
 Environment knobs (never set by `make bench`): YTDNN_BENCH_WORLD (preset, default "small"),
 YTDNN_BENCH_PARTS (comma-separated subset of "table1,synthetic,movielens,latency"),
-YTDNN_BENCH_EPOCHS (ranker epochs), YTDNN_BENCH_STAGE=valid (ml-100k: the validation stage only,
-for choices).
+YTDNN_BENCH_EPOCHS (ranker epochs), YTDNN_BENCH_STAGE=valid (MovieLens: the validation stage only,
+for choices), YTDNN_BENCH_ML (comma-separated subset of "ml-100k,ml-1m").
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +56,7 @@ from ytdnn.configuration import TwoStageConfig
 from ytdnn.data.schema import Dataset
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.eval.metrics import evaluate, scorer_from_lists, weighted_per_user_loss
-from ytdnn.eval.protocols import GLOBAL_TIME, P_TEMPORAL, Split, global_time_split
+from ytdnn.eval.protocols import GLOBAL_TIME, Split, global_time_split
 from ytdnn.eval.report import Record
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import TOWER_PRESETS, RankerConfig
@@ -99,7 +101,8 @@ def _before(table: pa.Table | None, cut: int, after: bool = False) -> pa.Table |
 
 
 def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, world=None,
-             blend_weight: float | None = None) -> dict[str, dict]:
+             blend_weight: float | None = None, ks: tuple[int, ...] = KS,
+             metrics: tuple[str, ...] = ("HR@10", "NDCG@10", "HR@100")) -> dict[str, dict]:
     """Two-stage and retrieval-only figures of the same candidates for the stage's users; with
     candidate sources, also each source alone (``source-<name>``: its own top 100) and, given
     ``blend_weight``, the fixed linear blend of the generator and EASE (``blend-linear``).
@@ -129,17 +132,17 @@ def _compare(rec: Recommender, split: Split, stage_name: str, now: int | None, w
         orders.update({f"truth-{score}-order": _truth_order(world, alone, score) for score in TRUTH_ORDERS})
     for name, top_items in orders.items():
         start = time.perf_counter()
-        lists = top_items(user_ids, max(KS), now=times)
+        lists = top_items(user_ids, max(ks), now=times)
         seconds = time.perf_counter() - start
         scorer = scorer_from_lists(split.item_ids.to_numpy(zero_copy_only=False), users_idx, lists)
-        figures = evaluate(scorer, stage, ks=KS, metrics=("HR", "NDCG"))
-        metrics = {m: round(figures[m], 4) for m in ("HR@10", "NDCG@10", "HR@100")}
+        figures = evaluate(scorer, stage, ks=ks, metrics=tuple({m.split("@")[0]: None for m in metrics}))
+        result = {m: round(figures[m], 4) for m in metrics}
         if world is not None:
             ewt = [world.expected_watch_time(int(u), np.asarray(items[:10], np.int64), now).mean()
                    for u, items in zip(user_ids, lists) if len(items)]
-            metrics["EWT@10"] = round(float(np.mean(ewt)), 3)
-        out[name] = {"metrics": metrics, "seconds": round(seconds, 1)}
-        print(f"   {name}: {metrics} ({seconds:.0f} s)", flush=True)
+            result["EWT@10"] = round(float(np.mean(ewt)), 3)
+        out[name] = {"metrics": result, "seconds": round(seconds, 1)}
+        print(f"   {name}: {result} ({seconds:.0f} s)", flush=True)
     return out
 
 
@@ -270,18 +273,43 @@ def _synthetic_two_stage(world, dataset: str, gen: CandidateGenerator, cut: int,
     return records
 
 
-# ---- ml-100k P-TEMPORAL --------------------------------------------------------------------------
+# ---- MovieLens: ml-100k P-TEMPORAL, ml-1m P-RANDOM ---------------------------------------------
 
-ML_LAST = 10  # stacking: the ranker's pages are requests among each user's last 10 watches
-ML_IMPRESSIONS = ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
-                                  requests_per_user=ML_LAST, last_watches=ML_LAST, samples=5)
-# Chosen on the validation stage (module docstring): 3 plain epochs of "256" memorised the 9k pages.
-ML_RANKER = RankerConfig(tower="256", dropout=0.5)
-ML_EPOCHS = 3
-# Candidate sources blended for the ranker, and the weight of the fixed linear blend baseline,
-# both chosen on the validation stage (bench/results/ranking-sources.md).
-ML_SOURCES = "ease:200,cooc:200"
-ML_BLEND_WEIGHT = 0.25
+
+@dataclass(frozen=True)
+class MovieLensSetting:
+    """The two stages on one MovieLens split, every choice made on its validation stage
+    (bench/results/ranking-sources.md)."""
+
+    generator_epochs: int  # the generator's bench/retrieval.configs, run this many epochs
+    impressions: ImpressionConfig
+    ranker: RankerConfig
+    epochs: int  # the ranker's
+    sources: str  # blended beside the generator's NUM_CANDIDATES
+    blend_weight: float  # of the fixed linear blend baseline
+    ks: tuple[int, ...]
+    metrics: tuple[str, ...]  # recorded, at ks
+
+
+ML_LAST = 10  # ml-100k stacking: the ranker's pages are requests among each user's last 10 watches
+ML_SETTINGS = {
+    # 3 plain epochs of "256" memorised the 9k pages (module docstring)
+    "ml-100k": MovieLensSetting(
+        generator_epochs=8,
+        impressions=ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
+                                     requests_per_user=ML_LAST, last_watches=ML_LAST, samples=5),
+        ranker=RankerConfig(tower="256", dropout=0.5), epochs=3, sources="ease:200,cooc:200",
+        blend_weight=0.25, ks=KS, metrics=("HR@10", "NDCG@10", "HR@100")),
+    # unordered: one page per user for a random 20% of its items held out from a stacking
+    # generator; the generator's tuned run's best epoch + 1; a skip weight per source and three
+    # samples of pages (validation Recall@20 0.2183 -> 0.2246 -> 0.2255)
+    "ml-1m": MovieLensSetting(
+        generator_epochs=56,
+        impressions=ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, samples=3),
+        ranker=RankerConfig(tower="256", dropout=0.5, source_skips=True), epochs=3, sources="ease:100,cooc:100",
+        blend_weight=0.25, ks=(20, 100), metrics=("Recall@20", "NDCG@20", "Recall@100")),
+}
+ML_BLEND_WEIGHT = ML_SETTINGS["ml-100k"].blend_weight  # the synthetic world's, chosen on ml-100k
 
 
 def _movielens(stage_name: str = "test") -> list[Record]:
@@ -291,35 +319,42 @@ def _movielens(stage_name: str = "test") -> list[Record]:
     from bench.retrieval import configs
 
     records = []
+    chosen = os.environ.get("YTDNN_BENCH_ML", ",".join(ML_SETTINGS)).split(",")
     for dataset, protocol, split, reason, _, tables in movielens_splits():
-        if protocol != P_TEMPORAL:
+        if dataset not in chosen:
             continue
         if split is None:
             records += [Record(BENCHMARK, dataset, protocol, m, skipped=reason)
                         for m in ("ytdnn-two-stage", "ytdnn-retrieval-only")]
             continue
+        setting = ML_SETTINGS[dataset]
         model_cfg, example_cfg, train_cfg = configs(dataset, {})
-        train_cfg = train_cfg.replace(monitor=None, patience=None, max_epochs=8)
-        columns = ["user_id", "item_id", "timestamp", "watch_time"]
-        watches = split.stage(stage_name).fit_table().select(columns)
+        train_cfg = train_cfg.replace(monitor=None, patience=None, max_epochs=setting.generator_epochs)
+        fit_table = split.stage(stage_name).fit_table()
+        columns = [c for c in ("user_id", "item_id", "timestamp", "watch_time") if c in fit_table.column_names]
+        watches = fit_table.select(columns)
         start = time.perf_counter()
         serving = CandidateGenerator(model_cfg, example_cfg, train_cfg).fit(
             watches, users=tables.users, items=tables.items)
-        config = TwoStageConfig(ranker=ML_RANKER, ranker_train=_ranker_train(ML_EPOCHS),
-                                impressions=ML_IMPRESSIONS).with_settings({"pipeline.sources": ML_SOURCES})
+        config = TwoStageConfig(ranker=setting.ranker, ranker_train=_ranker_train(setting.epochs),
+                                impressions=setting.impressions).with_settings({"pipeline.sources": setting.sources})
         ranker = fit_ranker(serving, Dataset(watches, users=tables.users, items=tables.items), config)
-        sources = fit_sources(serving, ML_SOURCES)
+        sources = fit_sources(serving, setting.sources)
         fit_seconds = time.perf_counter() - start
         print(f"{dataset}: 2 generators, sources + built pages + ranker in {fit_seconds:.0f} s", flush=True)
         rec = Recommender(serving, ranker, NUM_CANDIDATES, sources=sources)
-        for model, result in _compare(rec, split, stage_name, None, blend_weight=ML_BLEND_WEIGHT).items():
+        # an unordered log's requests come after its whole history (all at time 0)
+        now = None if serving.featurizer_.ordered_ else serving.featurizer_.window_end_ + 1
+        compared = _compare(rec, split, stage_name, now, blend_weight=setting.blend_weight, ks=setting.ks,
+                            metrics=setting.metrics)
+        for model, result in compared.items():
             shown = protocol if stage_name == "test" else f"{protocol} ({stage_name})"
             records.append(Record(BENCHMARK, dataset, shown,
                                   model, result["metrics"],
                                   {"train": round(fit_seconds, 1), "recommend": result["seconds"]},
-                                  {"num_candidates": NUM_CANDIDATES, "ranker": ML_RANKER.to_dict(),
-                                   "epochs": ML_EPOCHS, "impressions": ML_IMPRESSIONS.to_dict(),
-                                   "sources": ML_SOURCES, "blend_weight": ML_BLEND_WEIGHT}))
+                                  {"num_candidates": NUM_CANDIDATES, "ranker": setting.ranker.to_dict(),
+                                   "epochs": setting.epochs, "impressions": setting.impressions.to_dict(),
+                                   "sources": setting.sources, "blend_weight": setting.blend_weight}))
     return records
 
 

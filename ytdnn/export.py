@@ -165,7 +165,10 @@ def ranker_spec(ranker) -> list[dict[str, Any]]:
     spec.append(_spec("category_ids", "int64", ["batch", "categories"], "the item's categories, ids"))
     spec.append(_spec("continuous", "float32", ["batch", sizes.num_continuous],
                       "normalized continuous and binary features (features.continuous)"))
-    if cfg.score_skip:
+    if cfg.score_skip and sizes.num_source_skips:
+        spec.append(_spec("prior", "float32", ["batch", 1 + sizes.num_source_skips],
+                          "the candidate generator's raw logit of the item, then each source's raw score"))
+    elif cfg.score_skip:
         spec.append(_spec("prior", "float32", ["batch"], "the candidate generator's raw logit of the item"))
     return spec
 

@@ -40,6 +40,7 @@ from ytdnn.modeldir import CONFIG, ModelDir
 from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.retrieval.blend import Sources, SourceView, view_of_rows
+from ytdnn.retrieval.generator import GeneratorSource
 from ytdnn.samples.ranking import (
     RankingExamples,
     assemble_ranking_batch,
@@ -217,7 +218,7 @@ class Ranker:
             labels=positive.astype(np.float32),
             weights=np.where(positive, watch_time[rows], 1.0).astype(np.float32),
             ratings=np.where(positive & has_ratings, values[rows], np.nan).astype(np.float32),
-            prior=raw[:, f.column(SCORE)], fill=self.rating_fill_)
+            prior=self._prior(raw), fill=self.rating_fill_)
 
     def _pair_raw(self, generator, streams: EventStreams, q: Queries, score=None, rank=None):
         """Raw continuous and binary features of rated pairs; the generator's view only when
@@ -234,6 +235,20 @@ class Ranker:
         n = self.rating_normalizer_
         return n.transform_with_powers(bag) if self.model_cfg.use_powers else n.transform(bag)
 
+    def _prior(self, raw: np.ndarray) -> np.ndarray:
+        """The skip inputs of raw features [N, F]: the generator's logit [N], or with
+        ``source_skips`` and sources [N, 1 + S], each other source's raw score after it."""
+        f, skipped = self.featurizer_, self._skipped_sources()
+        if not skipped:
+            return raw[:, f.column(SCORE)]
+        return raw[:, [f.column(SCORE), *(f.column(f"source_{s}_score") for s in skipped)]]
+
+    def _skipped_sources(self) -> list[str]:
+        """The sources whose score has a skip weight: all but the generator (its logit has one)."""
+        if not self.model_cfg.source_skips:
+            return []
+        return [s for s in self.featurizer_.source_names_ if s != GeneratorSource.name]
+
     def _max_history(self, streams: EventStreams) -> int:
         """The watched-items bag: the last max_watch_history, or for an unordered log (no "last")
         all of the user's watches, as the candidate generator serves them."""
@@ -246,6 +261,7 @@ class Ranker:
         return RankerSizes(
             num_items=len(f.items_), user_categorical=tuple(users.categorical_sizes),
             num_user_continuous=users.num_continuous,
+            num_source_skips=len(self._skipped_sources()),
             item_categorical=tuple(f.item_features_.categorical_sizes),
             num_categories=f.item_features_.num_categories, num_continuous=f.num_continuous,
         )
@@ -299,7 +315,7 @@ class Ranker:
             users=q.users, items=q.items, watch_end=q.watch_end,
             continuous=self.featurizer_.normalize(raw, binary), labels=clicked,
             weights=weights.astype(np.float32), pages=pages.astype(np.int64),
-            prior=raw[:, self.featurizer_.column(SCORE)],
+            prior=self._prior(raw),
         )
 
     def impression_examples(self, generator, impressions: pa.Table, watches=None, searches=None,
@@ -418,13 +434,13 @@ class Ranker:
             raw, binary = f.raw_features(generator, streams, q, score, rank, view=view)
             return assemble_ranking_batch(
                 f.tables(generator, streams), self._max_history(streams), q.users, q.items,
-                q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=raw[:, f.column(SCORE)])
+                q.watch_end, f.normalize(raw, binary), share_contexts=True, prior=self._prior(raw))
         raw, binary = self._pair_raw(generator, streams, q, score, rank)
         history, most = self._history_ratings(generator, streams), self._max_history(streams)
         bag = window_features(history, streams.watch_offsets[q.users], q.watch_end, most, self.rating_fill_)
         continuous = np.concatenate([f.normalize(raw, binary), self._bag_continuous(bag)], axis=1)
         return assemble_rated_batch(f.tables(generator, streams), history, most, q.users, q.items,
-                                    q.watch_end, continuous, share_contexts=True, prior=raw[:, f.column(SCORE)],
+                                    q.watch_end, continuous, share_contexts=True, prior=self._prior(raw),
                                     fill=self.rating_fill_)
 
     def _history_ratings(self, generator, streams: EventStreams) -> np.ndarray:

@@ -76,10 +76,14 @@ def settings(extra: dict) -> TwoStageConfig:
     return TwoStageConfig().with_settings({**quick, **extra})
 
 
-def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path):
+@pytest.mark.parametrize("source_skips", [False, True])
+def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path, source_skips):
     d, gen = tiny
-    config = settings({"pipeline.sources": "ease:10,cooc:10,popular:5"})
+    config = settings({"pipeline.sources": "ease:10,cooc:10,popular:5", "ranker.source_skips": source_skips})
     ranker = fit_ranker(gen, d, config)
+    # one skip weight for the generator's logit, and with source_skips one per source, learned
+    weights = ranker.model_.score_weight.detach()
+    assert weights.shape == ((4,) if source_skips else (1,)) and bool((weights != 0).all())
     names = ranker.featurizer_.binary_names
     assert [n for n in names if n.startswith("source_")] == [
         "source_generator_nominated", "source_ease_nominated", "source_cooc_nominated", "source_popular_nominated"]
@@ -99,6 +103,7 @@ def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path):
     for a, b in zip(out, again.recommend_batch(USERS, k=30)):
         np.testing.assert_array_equal(a.item_ids, b.item_ids)
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
         assert a.sources == b.sources
 
 
@@ -111,3 +116,26 @@ def test_a_ranker_with_sources_trained_next_to_a_candidates_directory_loads_with
     assert [s.name for s, _ in loaded.blend_sources()] == ["generator", "cooc"]
     top = loaded.recommend(USERS[0], k=5)
     assert list(top.stages) == ["ranker"] * 5 and all(top.sources)
+
+
+def test_a_ranker_with_source_skips_exports_them(tiny, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from ytdnn.export import export_onnx, ranker_inputs
+
+    d, gen = tiny
+    config = settings({"pipeline.sources": "ease:10,cooc:10", "ranker.source_skips": True, "tower": "8"})
+    ranker = fit_ranker(gen, d, config)
+    sources = fit_sources(gen, config.pipeline.sources)
+    manifest = export_onnx(Recommender(gen, ranker, num_candidates=20, sources=sources), tmp_path / "onnx")
+    prior = next(s for s in manifest["ranker"]["members"][0]["inputs"] if s["name"] == "prior")
+    assert prior["shape"] == ["batch", 3]  # the generator's logit, EASE's and co-occurrence's scores
+    examples = ranker.impression_examples(gen, d.impressions.slice(0, 300),
+                                          sources=[(s, n) for s, n in Recommender(gen, ranker, 20, sources=sources)
+                                                   .blend_sources()])
+    batch = examples.batch(np.arange(len(examples)))
+    with torch.no_grad():
+        expected = ranker.model_(batch).numpy()
+    got = ort.InferenceSession(str(tmp_path / "onnx" / "ranker.onnx")).run(None, ranker_inputs(ranker, batch))[0]
+    assert float(np.abs(got - expected).max()) <= 1e-5

@@ -56,12 +56,13 @@ def test_fresh_histories_give_the_same_list_on_both_paths(tiny_world_model, path
         assert_same([expected], [fast.recommend(user, k=10, history=history)])
 
 
-@pytest.mark.parametrize("tower, score_skip", [("16", True), ("16-8", False)])
-def test_item_side_table_gives_the_forward_logits(tower, score_skip):
+@pytest.mark.parametrize("tower, score_skip, sources", [("16", True, 0), ("16-8", False, 0), ("16", True, 2)])
+def test_item_side_table_gives_the_forward_logits(tower, score_skip, sources):
     torch.manual_seed(0)
     sizes = RankerSizes(num_items=12, user_categorical=(4,), num_user_continuous=1, item_categorical=(5, 3),
-                        num_categories=6, num_continuous=3)
-    model = RankerModel(RankerConfig(tower=tower, max_embedding_dim=4, score_skip=score_skip), sizes).eval()
+                        num_categories=6, num_continuous=3, num_source_skips=sources)
+    cfg = RankerConfig(tower=tower, max_embedding_dim=4, score_skip=score_skip, source_skips=sources > 0)
+    model = RankerModel(cfg, sizes).eval()
     if score_skip:
         torch.nn.init.constant_(model.score_weight, 0.5)
     rng = np.random.default_rng(0)
@@ -75,7 +76,8 @@ def test_item_side_table_gives_the_forward_logits(tower, score_skip):
     tables.item_categorical, tables.category_ids, tables.category_offsets = item_categorical, category_ids, category_offsets
     users, items = np.array([0, 1, 0, 1, 1, 0, 1]), np.array([3, 0, 11, 3, 7, 5, 1])
     batch = assemble_ranking_batch(tables, 3, users, items, tables.watch_offsets[users + 1],
-                                   rng.random((7, 3)), share_contexts=True, prior=rng.normal(size=7))
+                                   rng.random((7, 3)), share_contexts=True,
+                                   prior=rng.normal(size=(7, 1 + sources) if sources else 7))
     table = model.item_side_table(*(torch.from_numpy(a) for a in (item_categorical, category_ids, category_offsets)))
     assert table.shape == (12, model.tower[0].out_features)
     with torch.no_grad():
@@ -83,6 +85,11 @@ def test_item_side_table_gives_the_forward_logits(tower, score_skip):
         unshared = model(dataclasses.replace(batch, row_context=None, **_spread(batch, users, tables)))
     torch.testing.assert_close(model.serving_logits(batch, table), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(expected, unshared, rtol=1e-5, atol=1e-6)  # the reference itself
+    if score_skip:  # the skips add 0.5 x (the generator's logit + each source's score)
+        with torch.no_grad():
+            without = model(dataclasses.replace(batch, prior=torch.zeros_like(batch.prior)))
+        skipped = batch.prior.sum(1) if sources else batch.prior
+        torch.testing.assert_close(expected - without, 0.5 * skipped, rtol=1e-5, atol=1e-5)
     assert len(group_rows(users)[0]) == 2
 
 

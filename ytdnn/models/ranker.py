@@ -51,6 +51,10 @@ class RankerConfig(Config):
     # weight, so the tower learns corrections to the retrieval order instead of rebuilding it from
     # the score's quantiles, which crowd the few hundred served candidates into the top bins.
     score_skip: bool = True
+    # With candidate sources (retrieval.blend), each source's raw score also reaches the output
+    # through its own learned weight beside the generator's logit: a linear blend of the sources
+    # is then where the ranker starts, and the tower learns corrections to it.
+    source_skips: bool = False
     # Rating heads (module docstring): the loss weight of each, 0 = no such head. The total loss
     # is logistic + rating_loss_weight * MSE + rating_class_loss_weight * cross-entropy, the
     # rating losses averaged over the rows with a rating.
@@ -107,6 +111,7 @@ class RankerSizes:
     # rating heads' outputs are clipped to. () = no ratings.
     rating_levels: tuple[float, ...] = ()
     rating_mean: float = 0.0  # the regression head's offset: it learns the deviation from it
+    num_source_skips: int = 0  # sources whose raw score has a skip weight (RankerConfig.source_skips)
 
 
 class RankerModel(nn.Module):
@@ -133,7 +138,8 @@ class RankerModel(nn.Module):
             + sizes.num_continuous
         )
         self.tower = relu_tower(input_dim, cfg.hidden_widths, 1, cfg.dropout)
-        self.score_weight = nn.Parameter(torch.zeros(1)) if cfg.score_skip else None
+        # one weight per skip input: the generator's logit, then each source's score
+        self.score_weight = nn.Parameter(torch.zeros(1 + sizes.num_source_skips)) if cfg.score_skip else None
         hidden = cfg.hidden_widths[-1] if cfg.hidden_widths else input_dim
         if cfg.rating_heads and len(sizes.rating_levels) < 1:
             raise ValueError("rating heads need the rating levels (RankerSizes.rating_levels)")
@@ -167,10 +173,7 @@ class RankerModel(nn.Module):
             hidden = self.tower[:-1](torch.cat([item, user, *pair], dim=1))  # [B, H]
         else:
             hidden = self.tower[1:-1](self._first_layer(item, user, pair, context))
-        logits = self.tower[-1](hidden).squeeze(1)
-        if self.score_weight is not None:
-            logits = logits + self.score_weight * batch.prior
-        return logits, hidden
+        return self._skips(self.tower[-1](hidden).squeeze(1), batch), hidden
 
     def _user_inputs(self, batch: RankingBatch) -> torch.Tensor:
         """The user side of the tower's input, [B or C, U]: watched bag, last watch (, rated
@@ -230,10 +233,15 @@ class RankerModel(nn.Module):
         h.addmm_(batch.continuous, first.weight[:, first.in_features - c :].t().contiguous())
         for layer in self.tower[1:-1]:  # ReLU in place: a new [B, W1] tensor costs its page faults
             h = torch.relu_(h) if isinstance(layer, nn.ReLU) else layer(h)
-        logits = self.tower[-1](h).squeeze(1)
-        if self.score_weight is not None:
-            logits = logits + self.score_weight * batch.prior
-        return logits
+        return self._skips(self.tower[-1](h).squeeze(1), batch)
+
+    def _skips(self, logits: torch.Tensor, batch: RankingBatch) -> torch.Tensor:
+        """logits [B] plus the skip inputs' weighted sum: prior [B] (the generator's logit) or
+        [B, 1 + S] (and each source's score)."""
+        if self.score_weight is None:
+            return logits
+        prior = batch.prior
+        return logits + (prior @ self.score_weight if prior.dim() == 2 else self.score_weight * prior)
 
     def input_blocks(self) -> tuple[int, int, int, int]:
         """Widths of the tower's input blocks, in order: the item's id embedding, the user side,
