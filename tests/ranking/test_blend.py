@@ -118,6 +118,13 @@ def test_a_ranker_with_sources_trained_next_to_a_candidates_directory_loads_with
     assert list(top.stages) == ["ranker"] * 5 and all(top.sources)
 
 
+def test_source_skips_need_the_score_skip():
+    from ytdnn.models.ranker import RankerConfig
+
+    with pytest.raises(ValueError, match="source_skips .* needs score_skip"):
+        RankerConfig(source_skips=True, score_skip=False)
+
+
 def test_a_ranker_with_source_skips_exports_them(tiny, tmp_path):
     import onnxruntime as ort
     import torch

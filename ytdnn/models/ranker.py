@@ -87,6 +87,8 @@ class RankerConfig(Config):
             raise ValueError("max_items must be None or >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.source_skips and not self.score_skip:
+            raise ValueError("source_skips adds weights beside score_skip's: it needs score_skip")
 
     @property
     def hidden_widths(self) -> tuple[int, ...]:

@@ -50,7 +50,8 @@ class RankingBatch:
     last_ids [Nl] + last_offsets [B] (the last watch, 0 or 1 id); user_categorical [B, Cu];
     user_continuous [B, Fu]; item_categorical [B, Ci]; category_ids [Nc] + category_offsets [B];
     continuous [B, Fc] normalised; labels, weights [B] float32 (None at serving); prior [B] the
-    candidate generator's raw logit of the item (the ranker's optional skip input).
+    candidate generator's raw logit of the item (the ranker's optional skip input), or [B, 1 + S]
+    with each candidate source's raw score after it (RankerConfig.source_skips).
     row_context: None, or [B] row of each impression in the user-side inputs (bags and user
     features), which then hold one row per distinct (user, history) context instead of B: at
     serving, 500 candidates share one user's bags.
