@@ -158,8 +158,8 @@ class ServingModel:
             if name in self.continuous:
                 out[name] = _number(name, value)
             elif name in self.lists:
-                values = value if isinstance(value, list) else [value]
-                out[name] = [_text(name, v, "a list of strings, got an element") for v in values]
+                elements = value if isinstance(value, list) else [value]
+                out[name] = [_text(name, v, "a list of strings, got an element") for v in elements]
             else:
                 out[name] = _text(name, value, "a string, got")
         return out
