@@ -282,3 +282,36 @@ def test_a_rating_output_needs_the_heads_it_reads(settings, message):
 
     with pytest.raises(ValueError, match=message):
         RankerConfig(**settings).validate()
+
+
+def test_the_rating_autoencoder_is_on_for_rated_logs_of_moderate_size():
+    from ytdnn.estimator import AUTOREC_MAX_USERS, AUTOREC_UNITS
+
+    units = lambda model, **kw: model.configs(**kw)["ranker"]["ratings"].autorec_units
+    assert units(YouTubeDNN(), ratings=True, num_users=100) == AUTOREC_UNITS
+    assert units(YouTubeDNN(), ratings=True, num_users=AUTOREC_MAX_USERS + 1) == 0
+    assert units(YouTubeDNN(), ratings=False, num_users=100) == 0
+    assert units(YouTubeDNN(autorec_units=0), ratings=True, num_users=100) == 0
+    assert units(YouTubeDNN(autorec_units=8), ratings=True, num_users=10**9) == 8
+    with pytest.raises(ValueError, match="autorec_units must be None or an int >= 0"):
+        units(YouTubeDNN(autorec_units=-1), ratings=True, num_users=100)
+
+
+def test_the_served_rating_blends_the_heads_and_the_autoencoder_by_autorec_weight(fitted, data):
+    _, test = data
+    ranker, gen = fitted.recommender_.ranker, fitted.recommender_.candidates
+    assert ranker.rating_cfg.autorec_units > 0 and ranker.rating_cfg.autorec_weight == 0.0
+    rows = gen.featurizer_.users_.encode(pa.array(test["user_ids"]))
+    items = gen.featurizer_.items_.encode(pa.array(test["item_ids"]))
+    served = {}
+    for weight in (0.0, 0.5, 1.0):
+        ranker.rating_cfg = ranker.rating_cfg.replace(autorec_weight=weight)
+        served[weight] = ranker.predict_pairs(gen, rows, items)[1]
+    ranker.rating_cfg = ranker.rating_cfg.replace(autorec_weight=0.0)
+    assert np.allclose(served[0.5], (served[0.0] + served[1.0]) / 2)
+    assert np.allclose(served[1.0], ranker._autorec_served(rows, items))
+    assert np.allclose(served[0.0], fitted.batch_predict(np.stack([test["user_ids"], test["item_ids"]], 1)))
+    global_mean = rmse(np.full(len(rows), 3.0), test["ratings"])
+    assert rmse(served[1.0], test["ratings"]) < 0.6 * global_mean  # the autoencoder alone learns the traits
+    with pytest.raises(ValueError, match="autorec_weight must be in"):
+        ranker.rating_cfg.replace(autorec_weight=1.5).validate()

@@ -13,7 +13,8 @@ A fitted ranker is saved as a model directory, loaded without unpickling anythin
 
 A ranker trained on rated pairs (``fit_ratings``, samples/ratings.py) also holds ratings.npz
 (the training ratings by user and item, which its rated bag reads) and rating_quantiles.json,
-and may carry the rating heads (``predict_pairs`` returns their expected rating).
+and may carry the rating heads (``predict_pairs`` returns their expected rating) and a rating
+autoencoder (autorec.safetensors, ``RatingConfig.autorec_units``).
 
 A RankerBag (rankers trained on different samples of pages, ``ImpressionConfig.samples``) is a
 directory with a config.json of kind "ytdnn.ranker-bag" and one ranker directory per member
@@ -37,6 +38,7 @@ from ytdnn.data.schema import DataError
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.ranking import Queries, RankingFeaturizer
 from ytdnn.modeldir import CONFIG, ModelDir
+from ytdnn.models.autorec import RatingAutoencoder
 from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
 from ytdnn.retrieval.blend import Sources, SourceView, view_of_rows
@@ -49,6 +51,7 @@ from ytdnn.samples.ranking import (
 )
 from ytdnn.samples.ratings import (
     MAX_RATING_LEVELS,
+    ItemRatings,
     RatedExamples,
     RatingConfig,
     RatingLog,
@@ -75,11 +78,16 @@ SCORE = "candidate_score"  # the raw feature that feeds the score skip (featuriz
 # rank_candidates(fast=True) keeps every item's share of the first layer: [V, W1] float32, 100 MB
 # for 100k items and 256 units. Past 1 GiB it is not built: the candidates' share is computed.
 ITEM_SIDE_MAX_BYTES = 1 << 30
+# The rating autoencoder's batches (items) and its least number of steps: a small log has few
+# batches an epoch, and RatingConfig.autorec_epochs of them (30 on ml-1m: 450 steps) leave it
+# near its initial weights.
+AUTOREC_BATCH, AUTOREC_MIN_STEPS = 256, 400
 
 
 class Ranker:
     """Fitted: ``featurizer_`` (RankingFeaturizer), ``model_`` (RankerModel), ``history_``; after
-    ``fit_ratings`` also ``rating_log_`` (RatingLog) and ``rating_normalizer_``.
+    ``fit_ratings`` also ``rating_log_`` (RatingLog) and ``rating_normalizer_``, and with
+    ``RatingConfig.autorec_units`` ``autorec_`` (RatingAutoencoder, fit on every rating).
 
     ratings: the RatingConfig of a ranker trained on rated pairs (``fit_ratings``), else None.
     """
@@ -210,6 +218,11 @@ class Ranker:
         f.fit_normalizer(raw)
         bag = window_features(history_ratings, streams.watch_offsets[q.users], q.watch_end,
                               self._max_history(streams), self.rating_fill_)
+        if rc.autorec_units:
+            folds = (ctx.example_context % rc.folds if times is None  # the fold its bag leaves out
+                     else np.random.default_rng([rc.seed, 1]).integers(rc.folds, size=len(user_rows)))
+            column = self._autorec_out_of_fold(generator, user_rows, gen_items, values, folds, rows, items)
+            bag = np.concatenate([bag, column[:, None]], axis=1)
         self.rating_normalizer_ = QuantileNormalizer(min(self.model_cfg.num_quantiles, max(len(bag) - 1, 1))).fit(bag)
         return RatedExamples(
             tables=f.tables(generator, streams), history_ratings=history_ratings,
@@ -219,6 +232,82 @@ class Ranker:
             weights=np.where(positive, watch_time[rows], 1.0).astype(np.float32),
             ratings=np.where(positive & has_ratings, values[rows], np.nan).astype(np.float32),
             prior=self._prior(raw), fill=self.rating_fill_)
+
+    def _autorec_out_of_fold(self, generator, user_rows, gen_items, values, folds, rows, items) -> np.ndarray:
+        """[N] the autoencoder's rating of each example: rated row rows[n]'s user, items[n], from
+        an autoencoder fit without that row's fold (folds [W]), so no rating predicts itself;
+        then ``autorec_`` is fit on every rating, for serving."""
+        num_users, num_items = generator.streams_.num_users, generator.featurizer_.num_items
+        out = np.empty(len(rows))
+        for g in range(self.rating_cfg.folds):
+            keep = folds != g
+            ratings = ItemRatings(RatingLog.fit(user_rows[keep], gen_items[keep], values[keep], num_items), num_users)
+            at = np.flatnonzero(folds[rows] == g)
+            out[at] = self._autorec_ratings(self._fit_autorec(ratings), ratings, user_rows[rows[at]], items[at])
+        self.autorec_ = self._fit_autorec(ItemRatings(self.rating_log_, num_users))
+        return out
+
+    def _fit_autorec(self, ratings: ItemRatings) -> RatingAutoencoder:
+        """A RatingAutoencoder trained on ``ratings`` by the one training loop (the ranker's train
+        config's seed and threads; RatingConfig's epochs, lr and λ; a cosine decay, no monitor)."""
+        rc = self.rating_cfg
+        with private_rng(seed=self.train_cfg.seed):
+            model = RatingAutoencoder(ratings.num_users, rc.autorec_units, rc.autorec_l2, ratings.num_ratings)
+        rated = int((np.diff(ratings.offsets) > 0).sum())
+        per_epoch = -(-rated // min(AUTOREC_BATCH, ratings.max_batch_items()))
+        epochs = max(rc.autorec_epochs, -(-AUTOREC_MIN_STEPS // max(per_epoch, 1)))
+        train = self.train_cfg.replace(
+            optimizer="adam", lr=rc.autorec_lr, lr_schedule="cosine", max_epochs=epochs, weight_decay=0.0,
+            batch_size=AUTOREC_BATCH, monitor=None, patience=None, warmup_steps=0, min_lr_ratio=0.0,
+            tensorboard=False)
+
+        def batches(epoch: int, rng_torch: torch.Generator):
+            return ratings.batches(train.batch_size, np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch))))
+
+        fit(model, train, batches, num_examples=rated)
+        return model.eval()
+
+    @torch.no_grad()
+    def _autorec_ratings(self, model: RatingAutoencoder, ratings: ItemRatings | None, users: np.ndarray,
+                         items: np.ndarray, codes: torch.Tensor | None = None) -> np.ndarray:
+        """[N] ``model``'s rating of the pairs users [N] (user rows) x items [N] (generator ids),
+        the items encoded from ``ratings`` (or read from codes [num_items, H]); clipped to the
+        training scale; the mean rating for an unknown user (row 0)."""
+        if codes is None:
+            distinct, inverse = np.unique(items, return_inverse=True)
+            step = ratings.max_batch_items()
+            codes = torch.cat([model.codes(ratings.batch(distinct[a : a + step]).ratings)
+                               for a in range(0, len(distinct), step)]) if len(distinct) else None
+            items = inverse
+        if codes is None:
+            return np.zeros(0)
+        known = (users > 0) & (users < model.decoder.out_features)
+        out = np.full(len(users), self.rating_fill_)
+        rated = model.predict(codes[torch.from_numpy(items[known])], torch.from_numpy(users[known]))
+        low, high = self.rating_log_.values_.min(initial=0), self.rating_log_.values_.max(initial=0)
+        out[known] = np.clip(rated.double().numpy(), low, high)
+        return out
+
+    def _autorec_column(self, generator, streams: EventStreams, q: Queries) -> np.ndarray:
+        """[Q] ``autorec_``'s rating of each query at serving: the training log's users (a history
+        read at request time is an unknown user's), every item's code computed once and kept."""
+        if streams is not generator.streams_:
+            return np.full(len(q.users), self.rating_fill_)
+        return self._autorec_served(q.users, q.gen_items)
+
+    def _autorec_served(self, user_rows: np.ndarray, gen_items: np.ndarray) -> np.ndarray:
+        """[N] ``autorec_``'s rating of the training log's user rows [N] x generator item ids [N],
+        every item's code computed once and kept."""
+        cached = getattr(self, "_autorec_codes", None)
+        if cached is None or cached[0] is not self.autorec_:
+            ratings = ItemRatings(self.rating_log_, self.autorec_.decoder.out_features)
+            everything = np.arange(ratings.num_items)
+            step = ratings.max_batch_items()
+            with torch.no_grad():
+                codes = torch.cat([self.autorec_.codes(ratings.batch(everything[a : a + step]).ratings)
+                                   for a in range(0, len(everything), step)])
+            cached = self._autorec_codes = (self.autorec_, codes)
+        return self._autorec_ratings(self.autorec_, None, user_rows, gen_items, cached[1])
 
     def _pair_raw(self, generator, streams: EventStreams, q: Queries, score=None, rank=None):
         """Raw continuous and binary features of rated pairs; the generator's view only when
@@ -231,7 +320,8 @@ class Ranker:
         return self.featurizer_.raw_features(generator, streams, q, score, rank)
 
     def _bag_continuous(self, bag: np.ndarray) -> np.ndarray:
-        """RATING_FEATURES [N, 2] raw -> normalised [N, 2] (or [N, 6] with powers), float32."""
+        """RATING_FEATURES [N, F] raw (F = 2, 3 with the autoencoder) -> normalised [N, F] (or
+        [N, 3F] with powers), float32."""
         n = self.rating_normalizer_
         return n.transform_with_powers(bag) if self.model_cfg.use_powers else n.transform(bag)
 
@@ -438,6 +528,8 @@ class Ranker:
         raw, binary = self._pair_raw(generator, streams, q, score, rank)
         history, most = self._history_ratings(generator, streams), self._max_history(streams)
         bag = window_features(history, streams.watch_offsets[q.users], q.watch_end, most, self.rating_fill_)
+        if self.rating_cfg.autorec_units:
+            bag = np.concatenate([bag, self._autorec_column(generator, streams, q)[:, None]], axis=1)
         continuous = np.concatenate([f.normalize(raw, binary), self._bag_continuous(bag)], axis=1)
         return assemble_rated_batch(f.tables(generator, streams), history, most, q.users, q.items,
                                     q.watch_end, continuous, share_contexts=True, prior=self._prior(raw),
@@ -462,7 +554,9 @@ class Ranker:
 
         user_rows [N] the generator's user rows (0 = unknown); gen_items [N] its item ids (0 =
         unknown) -> (logits [N] float64, expected ratings [N] float64 or None without rating
-        heads). Pairs are grouped by user, so each user's inputs are built once per chunk.
+        heads). Pairs are grouped by user, so each user's inputs are built once per chunk. With
+        ``RatingConfig.autorec_weight`` w the expected rating is (1 - w) x the heads' + w x the
+        rating autoencoder's.
         """
         user_rows, gen_items = np.asarray(user_rows, np.int64), np.asarray(gen_items, np.int64)
         order = np.argsort(user_rows, kind="stable")
@@ -474,6 +568,9 @@ class Ranker:
             logits[rows] = out.double().numpy()
             if rated is not None:
                 ratings[rows] = rated.double().numpy()
+        weight = self.rating_cfg.autorec_weight if self.rating_cfg is not None and self.rating_cfg.autorec_units else 0.0
+        if weight and self.model_cfg.rating_heads:
+            ratings = (1 - weight) * ratings + weight * self._autorec_served(user_rows, gen_items)
         return logits, ratings if self.model_cfg.rating_heads else None
 
     def pair_batch(self, generator, user_rows: np.ndarray, gen_items: np.ndarray, now: int | None = None):
@@ -504,9 +601,13 @@ class Ranker:
         self.featurizer_.save(directory / "features")
         if self.rating_cfg is not None:
             log = self.rating_log_
+            autorec = getattr(self, "autorec_", None) if self.rating_cfg.autorec_units else None
             np.savez(directory / "ratings.npz", keys=log.keys_, values=log.values_,
-                     num_items=np.int64(log.num_items), fill=np.float64(self.rating_fill_))
+                     num_items=np.int64(log.num_items), fill=np.float64(self.rating_fill_),
+                     num_users=np.int64(0 if autorec is None else autorec.decoder.out_features))
             self.rating_normalizer_.to_json(directory / "rating_quantiles.json")
+            if self.rating_cfg.autorec_units:
+                save_model(self.autorec_, str(directory / "autorec.safetensors"))
         if metrics is not None:
             (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return directory
@@ -541,11 +642,19 @@ def _load_ratings(md: ModelDir, ranker: Ranker) -> int:
     with np.load(md.file("ratings.npz"), allow_pickle=False) as arrays:
         keys, values = arrays["keys"], arrays["values"]
         num_items, fill = int(arrays["num_items"]), float(arrays["fill"])
+        num_users = int(arrays["num_users"]) if "num_users" in arrays.files else 0
     if (keys.ndim != 1 or keys.shape != values.shape or keys.dtype.kind != "i" or num_items < 1
             or (len(keys) and (keys[0] < 0 or (np.diff(keys) <= 0).any()))):
         raise md.error("keys must be increasing int64 pairs, one value each")
     ranker.rating_log_, ranker.rating_fill_ = RatingLog(keys, values.astype(np.float64), num_items), fill
     ranker.rating_normalizer_ = QuantileNormalizer.from_dict(md.read_json("rating_quantiles.json"))
+    rc = ranker.rating_cfg
+    if rc.autorec_units:
+        if num_users < 1:
+            raise md.error("a ranker with autorec_units needs num_users >= 1 in ratings.npz")
+        ranker.autorec_ = RatingAutoencoder(num_users, rc.autorec_units, rc.autorec_l2)
+        load_model(ranker.autorec_, str(md.weights("autorec.safetensors")))
+        ranker.autorec_.eval()
     return ranker.rating_normalizer_.num_features * (3 if ranker.model_cfg.use_powers else 1)
 
 
