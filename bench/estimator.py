@@ -34,7 +34,7 @@ PARAMS = {
     "embedding_dim": 64, "hidden_units": [256], "n_classes": 1_000_000, "epochs": 5, "batch_size": 1024,
     "learning_rate": 1e-3, "num_negatives": None, "num_candidates": 500, "ranker_hidden_units": [256, 128],
     "ranker_epochs": 8, "ranker_dropout": 0.3, "rating_loss_weight": 1.0, "rating_class_loss_weight": 1.0,
-    "rating_output": "mean", "negatives_per_rating": 3, "autorec_units": 1000, "autorec_weight": 0.0,
+    "rating_output": "mean", "negatives_per_rating": 3, "autorec_units": 1000, "autorec_weight": None,
     "num_threads": 2, "seed": 0, "verbose": True,
     "name": "ml-1m-tutorial",
 }

@@ -297,21 +297,37 @@ def test_the_rating_autoencoder_is_on_for_rated_logs_of_moderate_size():
         units(YouTubeDNN(autorec_units=-1), ratings=True, num_users=100)
 
 
-def test_the_served_rating_blends_the_heads_and_the_autoencoder_by_autorec_weight(fitted, data):
+def test_the_served_rating_blends_the_heads_and_the_autoencoder_by_a_calibrated_weight(fitted, data):
     _, test = data
     ranker, gen = fitted.recommender_.ranker, fitted.recommender_.candidates
-    assert ranker.rating_cfg.autorec_units > 0 and ranker.rating_cfg.autorec_weight == 0.0
+    assert ranker.rating_cfg.autorec_units > 0 and ranker.rating_cfg.autorec_weight is None
+    # chosen on the held-out 5%: the ranker fits this log near exactly, so the weight stays small
+    chosen = ranker.autorec_weight_
+    assert 0.0 <= chosen < 0.2, chosen
     rows = gen.featurizer_.users_.encode(pa.array(test["user_ids"]))
     items = gen.featurizer_.items_.encode(pa.array(test["item_ids"]))
     served = {}
-    for weight in (0.0, 0.5, 1.0):
-        ranker.rating_cfg = ranker.rating_cfg.replace(autorec_weight=weight)
+    for weight in (0.0, 0.5, 1.0, chosen):
+        ranker.autorec_weight_ = weight
         served[weight] = ranker.predict_pairs(gen, rows, items)[1]
-    ranker.rating_cfg = ranker.rating_cfg.replace(autorec_weight=0.0)
     assert np.allclose(served[0.5], (served[0.0] + served[1.0]) / 2)
     assert np.allclose(served[1.0], ranker._autorec_served(rows, items))
-    assert np.allclose(served[0.0], fitted.batch_predict(np.stack([test["user_ids"], test["item_ids"]], 1)))
+    assert np.allclose(served[chosen], fitted.batch_predict(np.stack([test["user_ids"], test["item_ids"]], 1)))
     global_mean = rmse(np.full(len(rows), 3.0), test["ratings"])
     assert rmse(served[1.0], test["ratings"]) < 0.6 * global_mean  # the autoencoder alone learns the traits
-    with pytest.raises(ValueError, match="autorec_weight must be in"):
+    assert rmse(served[chosen], test["ratings"]) < rmse(served[0.5], test["ratings"])
+    with pytest.raises(ValueError, match="autorec_weight must be None or in"):
         ranker.rating_cfg.replace(autorec_weight=1.5).validate()
+
+
+def test_the_blend_weight_is_the_least_squares_one_clipped_to_the_unit_interval():
+    from ytdnn.samples.ratings import blend_weight
+
+    ranked, other = np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 5.0])
+    # (1 - w) ranked + w other = truth at w = 0.25 on the rows that differ
+    assert blend_weight(ranked, other, np.array([1.5, 2.0, 3.5])) == pytest.approx(0.25)
+    assert blend_weight(ranked, other, ranked) == 0.0
+    assert blend_weight(ranked, other, np.array([9.0, 2.0, 9.0])) == 1.0  # clipped
+    assert blend_weight(ranked, other, np.array([0.0, 2.0, 1.0])) == 0.0  # clipped
+    assert blend_weight(ranked, ranked, other) == 0.0  # nothing to tell apart
+    assert blend_weight(np.zeros(0), np.zeros(0), np.zeros(0)) == 0.0

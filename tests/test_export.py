@@ -178,7 +178,11 @@ def test_a_rating_ranker_exports_its_expected_rating(tmp_path):
     pair_users, pair_items = gen.user_rows([0, 0, 1, 7]), gen.featurizer_.items_.encode([2, 3, 2, 23])
     batch = rec.ranker.pair_batch(gen, pair_users, pair_items)
     logits, expected = rec.ranker.model_.predictions(batch)
-    np.testing.assert_allclose(expected.numpy(), rec.ranker.predict_pairs(gen, pair_users, pair_items)[1], atol=1e-6)
+    weight = rec.ranker.autorec_weight_  # the served rating blends the heads' with the autoencoder's
+    served = (1 - weight) * expected.numpy() + weight * rec.ranker._autorec_served(pair_users, pair_items)
+    np.testing.assert_allclose(served, rec.ranker.predict_pairs(gen, pair_users, pair_items)[1], atol=1e-6)
+    member = read_manifest(tmp_path / "onnx")["ranker"]["members"][0]
+    assert member.get("rating_blend", {"autorec_weight": 0.0})["autorec_weight"] == pytest.approx(weight)
     got = _session(tmp_path / "onnx" / "ranker.onnx").run(None, ranker_inputs(rec.ranker, batch))
     assert float(np.abs(got[0] - logits.numpy()).max()) <= TOLERANCE
     assert float(np.abs(got[1] - expected.numpy()).max()) <= TOLERANCE

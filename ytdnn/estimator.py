@@ -89,10 +89,11 @@ class YouTubeDNN:
         None: 1000 on logs of up to 50,000 users (its weights are 2 x users x units floats), else
         none; 0: none. Six autoencoder fits (one per holdout fold, one on every rating).
     autorec_weight: the predicted rating is (1 - w) x the ranker's heads + w x the autoencoder's
-        rating. ml-1m validation RMSE (bench/results/estimator_tuning.md): 0.8605 without the
-        autoencoder, 0.8444 with its feature (w 0), 0.8328 with w 0.5. But on a small log whose
-        ratings the ranker fits near exactly, w 0.5 costs much (the estimator tests' planted log:
-        0.02 -> 0.54), so the default 0 leaves the weighing to the ranker.
+        rating. None: w is chosen after training, by least squares on 5% of the rated pairs held
+        out of the ranker's labels (``RatingConfig.calibration_share``). A fixed w is not robust:
+        on ml-1m validation w 0 gives 0.8444 and 0.5 gives 0.8335, but on a small log whose
+        ratings the ranker fits near exactly (the estimator tests' planted one) 0.02 and 0.54
+        (bench/results/estimator_tuning.md).
     num_threads: torch threads while fitting (restored after); None leaves them as they are.
     seed: every random draw of fit (weights, examples, negatives); same seed, same model.
     verbose: print each stage and its time, and show the training progress bars.
@@ -106,7 +107,7 @@ class YouTubeDNN:
                  ranker_epochs: int | None = None, ranker_dropout: float = 0.0,
                  rating_loss_weight: float = 1.0, rating_class_loss_weight: float = 1.0,
                  rating_output: str | None = None, negatives_per_rating: int = 3,
-                 autorec_units: int | None = None, autorec_weight: float = 0.0,
+                 autorec_units: int | None = None, autorec_weight: float | None = None,
                  num_threads: int | None = None, seed: int = 0, verbose: bool = False,
                  name: str | None = None):
         self.embedding_dim = embedding_dim
@@ -193,7 +194,7 @@ class YouTubeDNN:
                                    lr_schedule="cosine" if ratings else "constant"),
             "ratings": RatingConfig(negatives_per_rating=self.negatives_per_rating, seed=self.seed,
                                     autorec_units=self._autorec_units(ratings, num_users),
-                                    autorec_weight=float(self.autorec_weight)),
+                                    autorec_weight=None if self.autorec_weight is None else float(self.autorec_weight)),
         }
         return {"candidates": candidates, "ranker": ranker, "num_candidates": self.num_candidates}
 

@@ -354,6 +354,12 @@ def _export_rankers(ranker, out: Path, rng: np.random.Generator) -> dict[str, An
         name = "ranker.onnx" if members is None else f"ranker-{i}.onnx"
         entry = _export(graph, spec, _sample(spec, rng, sizes), outputs, out / name)
         entry["features"] = {"continuous": f.input_names(), "item_categorical": list(f.item_features_.categorical_)}
+        weight = getattr(member, "autorec_weight_", 0.0)
+        if heads and weight:
+            entry["rating_blend"] = {
+                "autorec_weight": weight,
+                "meaning": "ytdnn serves (1 - autorec_weight) x rating + autorec_weight x the rating "
+                           "autoencoder's rating (ytdnn.models.autorec), which this graph does not hold"}
         entries.append(entry)
     return {"members": entries, "combine": "the mean of the members' logits" if members else "the one member's logit",
             "inputs_from": "ytdnn.ranking.Ranker's features of each member (ytdnn.export.ranker_inputs)"}
