@@ -298,13 +298,8 @@ class Ranker:
         the items encoded from ``ratings`` (or read from codes [num_items, H]); clipped to the
         training scale; the mean rating for an unknown user (row 0)."""
         if codes is None:
-            distinct, inverse = np.unique(items, return_inverse=True)
-            step = ratings.max_batch_items()
-            codes = torch.cat([model.codes(ratings.batch(distinct[a : a + step]).ratings)
-                               for a in range(0, len(distinct), step)]) if len(distinct) else None
-            items = inverse
-        if codes is None:
-            return np.zeros(0)
+            distinct, items = np.unique(items, return_inverse=True)
+            codes = _item_codes(model, ratings, distinct)
         known = np.flatnonzero((users > 0) & (users < model.decoder.out_features))
         out = np.full(len(users), self.rating_fill_)
         low, high = self.rating_log_.values_.min(initial=0), self.rating_log_.values_.max(initial=0)
@@ -327,12 +322,7 @@ class Ranker:
         cached = getattr(self, "_autorec_codes", None)
         if cached is None or cached[0] is not self.autorec_:
             ratings = ItemRatings(self.rating_log_, self.autorec_.decoder.out_features)
-            everything = np.arange(ratings.num_items)
-            step = ratings.max_batch_items()
-            with torch.no_grad():
-                codes = torch.cat([self.autorec_.codes(ratings.batch(everything[a : a + step]).ratings)
-                                   for a in range(0, len(everything), step)])
-            cached = self._autorec_codes = (self.autorec_, codes)
+            cached = self._autorec_codes = (self.autorec_, _item_codes(self.autorec_, ratings, np.arange(ratings.num_items)))
         return self._autorec_ratings(self.autorec_, None, user_rows, gen_items, cached[1])
 
     def _pair_raw(self, generator, streams: EventStreams, q: Queries, score=None, rank=None):
@@ -671,6 +661,14 @@ class Ranker:
             load_model(ranker.model_, str(md.weights("ranker.safetensors")))
             ranker.model_.eval()
         return ranker
+
+
+@torch.no_grad()
+def _item_codes(model: RatingAutoencoder, ratings: ItemRatings, items: np.ndarray) -> torch.Tensor:
+    """The codes [I, H] of items [I] (generator ids), encoded from ``ratings`` in dense batches."""
+    step = ratings.max_batch_items()
+    chunks = [model.codes(ratings.batch(items[a : a + step]).ratings) for a in range(0, len(items), step)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.encoder.out_features)
 
 
 def _load_ratings(md: ModelDir, ranker: Ranker) -> int:
