@@ -28,7 +28,7 @@ import torch
 from ytdnn.config import Config
 from ytdnn.samples.ranking import FeatureTables, RankingBatch, assemble_ranking_batch, group_rows
 from ytdnn.samples.sharding import Shard
-from ytdnn.samples.streams import EventStreams, windows
+from ytdnn.samples.streams import EventStreams, window_positions, windows
 
 RATING_FEATURES = ("bag_mean_rating", "bag_size")  # then "autorec_rating" with RatingConfig.autorec_units
 MAX_RATING_LEVELS = 20  # more distinct values than this is a continuous score: no class head
@@ -162,9 +162,8 @@ class ItemRatings:
 
     def batch(self, items: np.ndarray) -> ItemRatingBatch:
         """The dense rating vectors [B, U] of items [B]."""
-        sizes = self.offsets[items + 1] - self.offsets[items]
-        at = np.repeat(self.offsets[items] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
-        rows = torch.from_numpy(np.repeat(np.arange(len(items)), sizes))
+        at, _ = window_positions(self.offsets[items], self.offsets[items + 1], None)
+        rows = torch.from_numpy(np.repeat(np.arange(len(items)), self.offsets[items + 1] - self.offsets[items]))
         cols = torch.from_numpy(self.users[at])
         ratings = torch.zeros(len(items), self.num_users)
         observed = torch.zeros(len(items), self.num_users, dtype=torch.bool)
