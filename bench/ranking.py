@@ -301,12 +301,13 @@ ML_SETTINGS = {
         ranker=RankerConfig(tower="256", dropout=0.5), epochs=3, sources="ease:200,cooc:200",
         blend_weight=0.25, ks=KS, metrics=("HR@10", "NDCG@10", "HR@100")),
     # unordered: one page per user for a random 20% of its items held out from a stacking
-    # generator; the generator's tuned run's best epoch + 1; a skip weight per source and three
-    # samples of pages (validation Recall@20 0.2183 -> 0.2246 -> 0.2255)
+    # generator; the generator's tuned run's best epoch + 1; a skip weight per source, three
+    # samples of pages and the page softmax (validation Recall@20 0.2183 -> 0.2246 -> 0.2255 -> 0.2276)
     "ml-1m": MovieLensSetting(
         generator_epochs=56,
         impressions=ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, samples=3),
-        ranker=RankerConfig(tower="256", dropout=0.5, source_skips=True), epochs=3, sources="ease:100,cooc:100",
+        ranker=RankerConfig(tower="256", dropout=0.5, source_skips=True, loss="page_softmax"), epochs=3,
+        sources="ease:100,cooc:100",
         blend_weight=0.25, ks=(20, 100), metrics=("Recall@20", "NDCG@20", "Recall@100")),
 }
 ML_BLEND_WEIGHT = ML_SETTINGS["ml-100k"].blend_weight  # the synthetic world's, chosen on ml-100k

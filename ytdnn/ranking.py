@@ -147,6 +147,8 @@ class Ranker:
         cfg, f_gen = self.model_cfg, generator.featurizer_
         if ratings is None and cfg.rating_heads:
             raise ValueError("the rating heads need ratings")
+        if cfg.loss != "logistic":
+            raise ValueError(f"rated pairs have no pages: loss {cfg.loss!r} needs impressions (Ranker.fit)")
         watch_time = (watches.column("watch_time").to_numpy(zero_copy_only=False).astype(np.float64)
                       if "watch_time" in watches.column_names else np.ones(len(watches)))
         values = watch_time if ratings is None else np.asarray(ratings, np.float64)
@@ -203,6 +205,8 @@ class Ranker:
 
         def batches(epoch: int, rng_torch: torch.Generator):
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=rng_torch)))
+            if self.model_cfg.loss == "page_softmax":  # fit_ratings refuses it: always RankingExamples
+                return examples.batches(self.train_cfg.batch_size, rng, current_shard(), by_page=True)
             return examples.batches(self.train_cfg.batch_size, rng, current_shard())  # this process's part
 
         self.history_: History = fit(

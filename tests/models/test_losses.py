@@ -7,6 +7,7 @@ from torch import nn
 from ytdnn.models.losses import (
     full_softmax_loss,
     log_q_correction,
+    page_softmax_loss,
     remove_accidental_hits,
     sampled_softmax_loss,
     watch_time_weights,
@@ -256,3 +257,43 @@ def test_weighted_logistic_rejects_bad_weights_and_shapes():
         weighted_logistic_loss(logits, labels, torch.zeros(2))
     with pytest.raises(ValueError):
         weighted_logistic_loss(logits, labels, torch.ones(3))
+
+
+# Page softmax: logits [2, 0, 1 | 3, -1 | 0.5] on pages 7, 9, 11; positives at 0, 3, 5 (weights 2, 1, 1).
+PAGE_LOGITS = [2.0, 0.0, 1.0, 3.0, -1.0, 0.5]
+PAGE_LABELS = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+PAGE_WEIGHTS = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+PAGES = [7, 7, 7, 9, 9, 11]
+
+
+def test_page_softmax_exact_value():
+    # page 7: -log(e^2 / (e^2 + e^0 + e^1)); page 9: -log(e^3 / (e^3 + e^-1)); page 11 has no
+    # negative: 0. Weighted mean over the positives: (2 a + b + 0) / 4.
+    a = -(2 - math.log(math.exp(2) + 1 + math.exp(1)))
+    b = -(3 - math.log(math.exp(3) + math.exp(-1)))
+    loss = page_softmax_loss(*(torch.tensor(v) for v in (PAGE_LOGITS, PAGE_LABELS, PAGE_WEIGHTS, PAGES)))
+    assert loss.item() == pytest.approx((2 * a + b) / 4, abs=1e-6)
+
+
+def test_page_softmax_ignores_a_constant_per_page_and_pages_apart():
+    logits, labels, weights, pages = (torch.tensor(v) for v in (PAGE_LOGITS, PAGE_LABELS, PAGE_WEIGHTS, PAGES))
+    base = page_softmax_loss(logits, labels, weights, pages)
+    shifted = logits + torch.tensor([40.0, 40.0, 40.0, -7.0, -7.0, 3.0])
+    assert page_softmax_loss(shifted, labels, weights, pages).item() == pytest.approx(base.item(), abs=1e-5)
+    # the same rows as one page: each positive now also meets the other page's negatives
+    merged = page_softmax_loss(logits, labels, weights, torch.zeros(6, dtype=torch.long))
+    assert merged.item() > base.item()
+    no_positive = page_softmax_loss(logits.requires_grad_(), torch.zeros(6), weights, pages)
+    assert no_positive.item() == 0.0 and no_positive.requires_grad
+
+
+def test_gradcheck_page_softmax():
+    logits = torch.tensor(PAGE_LOGITS, dtype=torch.float64, requires_grad=True)
+    rest = (torch.tensor(PAGE_LABELS, dtype=torch.float64), torch.tensor(PAGE_WEIGHTS, dtype=torch.float64),
+            torch.tensor(PAGES))
+    assert torch.autograd.gradcheck(lambda x: page_softmax_loss(x, *rest), (logits,))
+
+
+def test_page_softmax_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        page_softmax_loss(torch.zeros(3), torch.zeros(3), torch.ones(3), torch.zeros(2, dtype=torch.long))

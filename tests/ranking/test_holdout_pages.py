@@ -14,6 +14,7 @@ from ytdnn.data.schema import IMPRESSIONS, DataError, Dataset, validate_table
 from ytdnn.data.synthetic import WorldConfig, generate
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.pipeline import Recommender
+from ytdnn.ranking import Ranker
 from ytdnn.retrieval.generator import GeneratorSource
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.holdout_pages import PAGE_TIME, holdout_pages, split_holdout
@@ -197,3 +198,38 @@ def test_a_page_scores_as_served(unordered):
     for user, r in zip(users, rec.recommend_batch(users, k=20)):  # default now
         rows = [page[user, i] for i in r.item_ids.tolist()]  # KeyError: served off the page
         np.testing.assert_allclose(r.scores, np.exp(logits[rows]), rtol=1e-4)
+
+
+def within_page_auc(logits: np.ndarray, labels: np.ndarray, pages: np.ndarray) -> float:
+    """The mean over pages with both kinds of the share of (clicked, unclicked) pairs in order."""
+    aucs = []
+    for page in np.unique(pages):
+        mine = pages == page
+        pos, neg = logits[mine & (labels > 0)], logits[mine & (labels == 0)]
+        if len(pos) and len(neg):
+            aucs.append(float(np.mean(pos[:, None] > neg[None, :])))
+    return float(np.mean(aucs))
+
+
+def test_the_page_softmax_trains_on_whole_pages_and_learns_their_order(unordered):
+    dataset, gen = unordered
+    config = settings({"pipeline.sources": "ease:10", "ranker.loss": "page_softmax",
+                       "ranker_train.max_epochs": 3})
+    pages, sources, draw = training._holdout_setup(gen, dataset, config)
+    table = draw(config.impressions.replace(negatives_per_page=None))  # whole pages
+    ranker = fit_ranker(gen, dataset, config)  # on the same holdout, 5 negatives a page
+    examples = ranker.impression_examples(pages, table, sources=sources)
+    batches = list(examples.batches(64, np.random.default_rng(0), by_page=True))
+    order = np.concatenate([b.pages.numpy() for b in batches])
+    assert sorted(order.tolist()) == sorted(examples.pages.tolist())
+    runs = 1 + np.count_nonzero(np.diff(order))
+    assert runs == len(np.unique(examples.pages))  # each page's rows together
+    assert max(len(b) for b in batches) == 64
+    trained = within_page_auc(ranker.predict(examples), examples.labels, examples.pages)
+    assert trained > 0.65, trained  # the held-out items above the rest of their page (chance 0.5)
+
+    untrained = Ranker(config.ranker.replace(loss="page_softmax"))
+    with pytest.raises(ValueError, match="no pages"):
+        untrained.fit_ratings(gen, dataset.watches)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        config.ranker.replace(loss="pairwise")

@@ -209,6 +209,36 @@ def weighted_logistic_loss(
     return (weights * per_example).sum() / weights.sum()
 
 
+def page_softmax_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, pages: torch.Tensor
+) -> torch.Tensor:
+    """Σ_i w_i · -log softmax_i over {i} ∪ negatives of page(i), / Σ_i w_i, over the positives i.
+
+    logits, labels (0/1), weights, pages [B]. Each positive competes only with the negatives shown
+    beside it (conditional logit): a constant added to one page's logits leaves the loss
+    unchanged, so the model spends nothing on how many positives a user's page holds, which
+    ranking one user's candidates never needs. A positive whose page has no negative in the batch
+    costs 0; a batch without positives gives 0 (still in the graph).
+    """
+    if not (logits.shape == labels.shape == weights.shape == pages.shape):
+        raise ValueError("logits, labels, weights and pages must have one shape")
+    page = torch.unique(pages, return_inverse=True)[1]  # [B] 0..P-1
+    positive = labels.bool()
+    negative_logits = logits.masked_fill(positive, float("-inf"))  # [B]
+    count = int(page.max()) + 1 if len(page) else 0
+    shift = torch.full((count,), float("-inf"), dtype=logits.dtype).scatter_reduce(
+        0, page, negative_logits.detach(), "amax")  # [P] a shift only: the loss does not depend on it
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    total = torch.zeros(count, dtype=logits.dtype).index_add(0, page, torch.exp(negative_logits - shift[page]))
+    negatives_lse = torch.log(total) + shift  # [P] -inf where a page has no negative
+    positive_logits = logits[positive]  # [Pos]
+    w = weights[positive].to(logits.dtype)
+    if not len(positive_logits) or not bool(w.sum() > 0):
+        return 0.0 * logits.sum()
+    losses = torch.logaddexp(positive_logits, negatives_lse[page[positive]]) - positive_logits
+    return (w * losses).sum() / w.sum()
+
+
 def watch_time_weights(labels: torch.Tensor, watch_time: torch.Tensor) -> torch.Tensor:
     """Weights of ``weighted_logistic_loss``: watch time where labels == 1, else 1. [B] -> [B]."""
     watch_time = watch_time if watch_time.is_floating_point() else watch_time.float()

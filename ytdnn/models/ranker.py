@@ -19,12 +19,13 @@ from torch import nn
 
 from ytdnn.config import Config
 from ytdnn.models.layers import embedding_width, mean_bag, relu_tower
-from ytdnn.models.losses import weighted_logistic_loss
+from ytdnn.models.losses import page_softmax_loss, weighted_logistic_loss
 from ytdnn.samples.ranking import RankingBatch
 
 # Paper table 1: the hidden layers compared, by name ("none" = logistic regression on the inputs).
 TOWER_PRESETS = ("none", "256", "512", "1024", "512-256", "1024-512", "1024-512-256")
 RATING_OUTPUTS = ("regression", "classes", "mean")
+LOSSES = ("logistic", "page_softmax")
 _TOWER = re.compile(r"^(none|[1-9][0-9]*(-[1-9][0-9]*)*)$")
 
 
@@ -70,6 +71,11 @@ class RankerConfig(Config):
     # with each bag's mean (the terms of their dot product), which a ReLU tower fed only the
     # concatenation must approximate from sums.
     interactions: bool = False
+    # "logistic": §4.2's weighted logistic regression, whose odds estimate expected watch time.
+    # "page_softmax" (not in the paper): each positive against the negatives of its own page
+    # (losses.page_softmax_loss). Logits then only order one request's candidates: exp(logit) is
+    # no expected watch time. Needs pages, so not the rating path (Ranker.fit_ratings).
+    loss: str = "logistic"
 
     def validate(self) -> None:
         tower_widths(self.tower)
@@ -87,6 +93,8 @@ class RankerConfig(Config):
             raise ValueError("max_items must be None or >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.source_skips and not self.score_skip:
             raise ValueError("source_skips adds weights beside score_skip's: it needs score_skip")
 
@@ -265,10 +273,16 @@ class RankerModel(nn.Module):
         return per_context[context] + F.linear(rest, torch.cat([w[:, :e], w[:, e + u :]], dim=1), first.bias)
 
     def loss(self, batch: RankingBatch) -> torch.Tensor:
-        """Weighted logistic loss (§4.2), the weights coming with the batch, plus the rating
-        heads' losses on the rows whose rating is known (``batch.ratings``, NaN elsewhere)."""
+        """Weighted logistic loss (§4.2) or the page softmax (``cfg.loss``), the weights coming
+        with the batch, plus the rating heads' losses on the rows whose rating is known
+        (``batch.ratings``, NaN elsewhere)."""
         logits, hidden = self.outputs(batch)
-        loss = weighted_logistic_loss(logits, batch.labels, batch.weights)
+        if self.cfg.loss == "page_softmax":
+            if batch.pages is None:
+                raise ValueError("loss 'page_softmax' needs the batch's pages")
+            loss = page_softmax_loss(logits, batch.labels, batch.weights, batch.pages)
+        else:
+            loss = weighted_logistic_loss(logits, batch.labels, batch.weights)
         ratings = getattr(batch, "ratings", None)
         if ratings is None or not self.cfg.rating_heads:
             return loss

@@ -72,6 +72,7 @@ class RankingBatch:
     weights: torch.Tensor | None = None
     row_context: torch.Tensor | None = None
     prior: torch.Tensor | None = None
+    pages: torch.Tensor | None = None  # [B] page ids (training only: the page softmax's groups)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -99,7 +100,7 @@ def assemble_ranking_batch(
     tables: FeatureTables, max_history: int, users: np.ndarray, items: np.ndarray,
     watch_end: np.ndarray, continuous: np.ndarray,
     labels: np.ndarray | None = None, weights: np.ndarray | None = None, share_contexts: bool = False,
-    prior: np.ndarray | None = None,
+    prior: np.ndarray | None = None, pages: np.ndarray | None = None,
 ) -> RankingBatch:
     """Gather B rows. users, items, watch_end [B]; continuous [B, Fc] float32; prior [B].
 
@@ -132,6 +133,7 @@ def assemble_ranking_batch(
         weights=None if weights is None else t(weights.astype(np.float32)),
         row_context=None if row_context is None else t(row_context),
         prior=None if prior is None else t(prior.astype(np.float32)),
+        pages=None if pages is None else t(pages.astype(np.int64)),
     )
 
 
@@ -162,11 +164,18 @@ class RankingExamples:
         return assemble_ranking_batch(
             self.tables, self.max_history, self.users[idx], self.items[idx], self.watch_end[idx],
             self.continuous[idx], self.labels[idx], self.weights[idx], prior=self.prior[idx],
+            pages=self.pages[idx],
         )
 
-    def batches(self, batch_size: int, rng: np.random.Generator, shard: Shard | None = None) -> Iterator[RankingBatch]:
-        """One epoch in random order; ``shard``: this process's part of each global batch."""
+    def batches(self, batch_size: int, rng: np.random.Generator, shard: Shard | None = None,
+                by_page: bool = False) -> Iterator[RankingBatch]:
+        """One epoch in random order; ``shard``: this process's part of each global batch.
+        by_page: pages in random order, each page's rows together (a page cut by a batch's end
+        goes on in the next), for losses over pages."""
         order = rng.permutation(len(self))
+        if by_page:
+            distinct, page = np.unique(self.pages, return_inverse=True)
+            order = order[np.argsort(rng.permutation(len(distinct))[page[order]], kind="stable")]
         for idx in (shard or Shard()).cut(order, batch_size):
             yield self.batch(idx)
 
