@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ytdnn.candidates import CandidateGenerator
+from ytdnn.features import NotFittedError
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.retrieval import Context, Retriever, load_source, save_source
 from ytdnn.samples.candidate import ExampleConfig
@@ -111,6 +112,10 @@ class RetrieverContract:
 
     def make(self) -> tuple[Retriever, EventStreams]:
         raise NotImplementedError
+
+    def make_unfitted(self, source: Retriever) -> Retriever:
+        """A source of the same kind before fit; the constructor may refuse instead."""
+        return type(source)()
 
     # class-scoped: each source is fitted once per test class
     @pytest.fixture(scope="class")
@@ -223,6 +228,14 @@ class RetrieverContract:
             np.testing.assert_array_equal(scores, expected[1])
         for path in (tmp_path / "source").rglob("*.npz"):  # plain arrays, no pickle
             np.load(path, allow_pickle=False).files  # noqa: B018
+
+    def test_an_unfitted_source_says_so(self, source, ctx):
+        state = source.encode(ctx)
+        with pytest.raises(NotFittedError, match=r"fit\(\)"):
+            unfitted = self.make_unfitted(source)
+            unfitted.retrieve(unfitted.encode(ctx), 2)
+        with pytest.raises(NotFittedError):
+            self.make_unfitted(source).score(state, np.ones((len(ctx), 1), np.int64))
 
     def test_bad_inputs_raise(self, source, ctx):
         state = source.encode(ctx)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ytdnn.features import NotFittedError
 from ytdnn.retrieval import Context, CoocConfig, CoocSource
 
 from .contracts import RetrieverContract, V, streams_of, tiny_streams
@@ -108,5 +109,5 @@ def test_bad_settings():
             CoocConfig(**{name: 0})
     with pytest.raises(ValueError, match="decay"):
         CoocConfig(decay=0.0)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         CoocSource().score(None, np.zeros((1, 1), np.int64))

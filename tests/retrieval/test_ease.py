@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ytdnn.config import Config
+from ytdnn.features import NotFittedError
 from ytdnn.retrieval import Context, EASESource, EASESourceConfig
 
 from .contracts import RetrieverContract, V, streams_of, tiny_streams
@@ -81,7 +82,7 @@ def test_bad_settings_and_inputs():
         EASESourceConfig(dtype="float16")
     with pytest.raises(ValueError, match="catalogue ids"):
         EASESource().fit(tiny_streams(), 5)  # the streams hold ids up to 8
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         EASESource().encode(Context.whole(tiny_streams(), [1]))
 
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from ytdnn.candidates import CandidateGenerator
+from ytdnn.features import NotFittedError
 from ytdnn.retrieval import Context, GeneratorSource, Retriever
 from ytdnn.retrieval.generator import index_width, item_matrix, item_table, logits, queries
 
@@ -17,6 +19,9 @@ class TestGeneratorContract(RetrieverContract):
         gen = copy.copy(tiny_generator())  # the source builds an index on it: not the shared one's
         gen.index_ = None
         return GeneratorSource(gen), gen.streams_
+
+    def make_unfitted(self, source):
+        return GeneratorSource(CandidateGenerator())
 
 
 class TestGeneratorUnorderedContract(TestGeneratorContract):
@@ -129,7 +134,5 @@ def test_an_index_of_another_width_is_refused():
 
 
 def test_an_unfitted_generator_is_refused():
-    from ytdnn.candidates import CandidateGenerator
-
-    with pytest.raises(RuntimeError, match="fitted"):
+    with pytest.raises(NotFittedError, match="fitted"):
         GeneratorSource(CandidateGenerator())

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ytdnn.features import NotFittedError
 from ytdnn.retrieval import Context, PopularConfig, PopularSource
 from ytdnn.samples.ranking import RECENT_SHARE
 
@@ -73,5 +74,5 @@ def test_bad_settings_and_inputs():
         PopularSource().fit(TIMED, 5, window=(10, 0))
     with pytest.raises(ValueError, match="catalogue ids"):
         PopularSource().fit(TIMED, 3)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         PopularSource().retrieve(1, 3)

@@ -35,6 +35,7 @@ from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
+    check_fitted,
     check_items,
     check_k,
     check_streams,
@@ -174,15 +175,11 @@ class CoocSource:
         self.keys_ = owner * num_items + neighbours  # [L] sorted: (item, neighbour) lookups
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "indptr_"):
-            raise RuntimeError("CoocSource is not fitted; call fit() first")
-
     # ---- state --------------------------------------------------------------------------------
 
     def encode(self, ctx: Context) -> RecentItems:
         """The last ``recent`` distinct watches before ``ctx.watch_end`` and their weights."""
-        self._check_fitted()
+        check_fitted(self, "indptr_")
         s = ctx.streams
         starts = s.watch_offsets[ctx.rows]
         positions, _ = window_positions(starts, ctx.watch_end, None)  # [N] every history event
@@ -223,7 +220,7 @@ class CoocSource:
         """Top k of the positive scores -> (ids int64 [B, k], scores float32 [B, k]). Only the
         items linked to a user's recent ones can score, so this sorts those (about recent x
         neighbours per user) instead of a dense row of the catalogue."""
-        self._check_fitted()
+        check_fitted(self, "indptr_")
         k = check_k(k)
         exclude = check_exclude(exclude, len(state))
         keys, values = self._links(state)
@@ -249,7 +246,7 @@ class CoocSource:
     def score(self, state: RecentItems, items: np.ndarray) -> np.ndarray:
         """items int64 [B, n] -> float32 [B, n] = sum_r w_r sim(r, item); 0 without a link, -inf
         for id 0."""
-        self._check_fitted()
+        check_fitted(self, "indptr_")
         items = check_items(items, self.num_items, len(state))
         targets = items[state.rows]  # [N, n]
         keys = state.items[:, None] * self.num_items + targets
@@ -267,7 +264,7 @@ class CoocSource:
     # ---- model directory ----------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        self._check_fitted()
+        check_fitted(self, "indptr_")
         directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg)
         np.savez(directory / ARRAYS, indptr=self.indptr_, neighbours=self.neighbours_,
                  similarity=self.similarity_)

@@ -30,6 +30,7 @@ from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
+    check_fitted,
     check_items,
     check_k,
     check_streams,
@@ -113,15 +114,11 @@ class EASESource:
         self.position_[self.items_] = np.arange(len(self.items_))
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "weights_"):
-            raise RuntimeError("EASESource is not fitted; call fit() first")
-
     # ---- state --------------------------------------------------------------------------------
 
     def encode(self, ctx: Context) -> IndicatorRows:
         """The distinct kept items of each history up to ``ctx.watch_end``."""
-        self._check_fitted()
+        check_fitted(self, "weights_")
         rows, items = distinct_pairs(ctx.streams, ctx.rows, ctx.watch_end)
         if len(items) and items.max() >= self.num_items:
             raise ValueError(f"the context's streams hold item ids up to {items.max()}, "
@@ -144,7 +141,7 @@ class EASESource:
 
     def retrieve(self, state: IndicatorRows, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top k of X · B over the kept items -> (ids int64 [B, k], scores float32 [B, k])."""
-        self._check_fitted()
+        check_fitted(self, "weights_")
         k = check_k(k)
         exclude = check_exclude(exclude, len(state))
         ids = np.zeros((len(state), k), np.int64)
@@ -160,7 +157,7 @@ class EASESource:
     def score(self, state: IndicatorRows, items: np.ndarray) -> np.ndarray:
         """items int64 [B, n] -> float32 [B, n] = (X · B)[b, item]; -inf for id 0 and items
         outside the kept ones."""
-        self._check_fitted()
+        check_fitted(self, "weights_")
         items = check_items(items, self.num_items, len(state))
         cols = self.position_[items]  # [B, n], -1 = not kept
         if len(self.items_) <= 8 * items.shape[1]:
@@ -181,7 +178,7 @@ class EASESource:
     # ---- model directory ----------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        self._check_fitted()
+        check_fitted(self, "weights_")
         directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg)
         save_file({"weights": self.weights_, "items": self.items_}, str(directory / WEIGHTS))
         return directory

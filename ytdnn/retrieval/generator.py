@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ytdnn.features import NotFittedError
 from ytdnn.models.layers import eval_mode
 from ytdnn.retrieval.base import Context, check_exclude, check_items, check_k
 from ytdnn.samples.candidate import assemble_batch
@@ -95,7 +96,7 @@ class GeneratorSource:
 
     def __init__(self, generator: CandidateGenerator):
         if getattr(generator, "model_", None) is None:
-            raise RuntimeError("GeneratorSource needs a fitted CandidateGenerator; call fit() first")
+            raise NotFittedError("GeneratorSource needs a fitted CandidateGenerator: call fit() (or load) first")
         self.generator = generator
         self.num_items = int(generator.featurizer_.num_items)
         self._items: np.ndarray | None = None  # item_matrix, computed on first score()

@@ -28,6 +28,7 @@ from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
+    check_fitted,
     check_items,
     check_k,
     check_streams,
@@ -102,15 +103,11 @@ class PopularSource:
         self.order_ = ranked[scores[ranked] > 0].astype(np.int64)
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "counts_"):
-            raise RuntimeError("PopularSource is not fitted; call fit() first")
-
     # ---- state --------------------------------------------------------------------------------
 
     def encode(self, ctx: Context) -> int:
         """The list is everybody's: the state is only the number of users B."""
-        self._check_fitted()
+        check_fitted(self, "counts_")
         return len(ctx)
 
     # ---- retrieval ----------------------------------------------------------------------------
@@ -118,7 +115,7 @@ class PopularSource:
     def retrieve(self, state: int, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first k of ``order_`` per user that the user does not exclude -> (ids int64 [B, k],
         scores float32 [B, k]); without dense [B, V] scores, so a 1M catalogue costs O(B (k + E))."""
-        self._check_fitted()
+        check_fitted(self, "counts_")
         k = check_k(k)
         batch = int(state)
         exclude = check_exclude(exclude, batch)
@@ -142,7 +139,7 @@ class PopularSource:
 
     def score(self, state: int, items: np.ndarray) -> np.ndarray:
         """items int64 [B, n] -> float32 [B, n] decayed counts; -inf for id 0."""
-        self._check_fitted()
+        check_fitted(self, "counts_")
         items = check_items(items, self.num_items, int(state))
         out = self.counts_[items].astype(np.float32)
         out[items == 0] = -np.inf
@@ -151,7 +148,7 @@ class PopularSource:
     # ---- model directory ----------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        self._check_fitted()
+        check_fitted(self, "counts_")
         directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg,
                                  window=list(self.window_))
         np.savez(directory / ARRAYS, counts=self.counts_)
