@@ -8,6 +8,7 @@ import torch
 from ytdnn.eval.baselines import EASE, EASEConfig, Popularity, choose_on_validation, refit_and_test
 from ytdnn.eval.interactions import Interactions
 from ytdnn.eval.protocols import temporal_split
+from ytdnn.features import NotFittedError
 
 
 def matrix(dense: list[list[int]]) -> Interactions:
@@ -51,7 +52,7 @@ def test_ease_matches_the_numpy_formula():
 def test_ease_config_and_fitted_checks():
     with pytest.raises(ValueError, match="l2"):
         EASEConfig(l2=0.0)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         EASE().score(np.array([0]))
 
 

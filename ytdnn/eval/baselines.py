@@ -21,13 +21,9 @@ from ytdnn.config import Config
 from ytdnn.eval.interactions import Interactions
 from ytdnn.eval.metrics import evaluate
 from ytdnn.eval.protocols import Split
+from ytdnn.features._fitted import check_fitted
 
 L2_GRID = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
-
-
-def _check_fitted(model: object, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise RuntimeError(f"{type(model).__name__} is not fitted; call fit() first")
 
 
 def _check_catalogue(interactions: Interactions, num_users: int, num_items: int) -> None:
@@ -48,7 +44,7 @@ class Popularity:
 
     def score(self, user_idx: np.ndarray) -> torch.Tensor:
         """user_idx: [B] -> [B, I], the training counts repeated per user."""
-        _check_fitted(self, "item_counts_")
+        check_fitted(self, "item_counts_")
         return self.item_counts_.expand(len(user_idx), -1)
 
 
@@ -109,7 +105,7 @@ class EASE:
 
     def score(self, user_idx: np.ndarray) -> torch.Tensor:
         """user_idx: [B] -> [B, I] = X[user_idx] @ B."""
-        _check_fitted(self, "weights_")
+        check_fitted(self, "weights_")
         return self.history_.dense(np.asarray(user_idx)) @ self.weights_
 
 

@@ -1,4 +1,5 @@
-"""The sklearn-style "is it fitted?" check shared by the feature transformers."""
+"""The sklearn-style "is it fitted?" check shared by the feature transformers, the candidate
+sources and the baselines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,5 @@ def check_fitted(obj: object, attribute: str) -> None:
     """Raise NotFittedError unless ``obj`` has the fitted attribute ``attribute`` (ends in ``_``)."""
     if getattr(obj, attribute, None) is None:
         name = type(obj).__name__
-        raise NotFittedError(
-            f"this {name} is not fitted yet: call {name}.fit(...) or {name}.from_json(...) first"
-        )
+        loader = next((f" or {name}.{m}(...)" for m in ("from_json", "load") if hasattr(obj, m)), "")
+        raise NotFittedError(f"this {name} is not fitted yet: call {name}.fit(...){loader} first")

@@ -25,7 +25,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ytdnn.features import NotFittedError
 from ytdnn.samples.streams import EventStreams, window_positions
 
 
@@ -81,13 +80,6 @@ class Retriever(Protocol):
 
     def save(self, directory: Path) -> Path:
         """Write the fitted source into ``directory`` (JSON, .npz, safetensors: no pickle)."""
-
-
-def check_fitted(source: Any, attribute: str) -> None:
-    """Raise NotFittedError (a ValueError and AttributeError, as the estimator's) unless
-    ``source`` has its fitted ``attribute``."""
-    if getattr(source, attribute, None) is None:
-        raise NotFittedError(f"this {type(source).__name__} is not fitted: call fit() (or load) first")
 
 
 def check_k(k: Any) -> int:

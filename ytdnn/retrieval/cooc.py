@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from ytdnn.config import Config
+from ytdnn.features._fitted import check_fitted
 from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
-    check_fitted,
     check_items,
     check_k,
     check_streams,

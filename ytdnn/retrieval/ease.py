@@ -26,11 +26,11 @@ from safetensors.numpy import load_file, save_file
 from ytdnn.config import Config
 from ytdnn.eval.baselines import EASE, EASEConfig
 from ytdnn.eval.interactions import Interactions
+from ytdnn.features._fitted import check_fitted
 from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
-    check_fitted,
     check_items,
     check_k,
     check_streams,
