@@ -254,6 +254,8 @@ def workdir(tmp_path_factory) -> Workdir:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # bench/
     env["YTDNN_MOVIELENS"] = str(path / "path" / "to")  # the same layout as the README's path/to
     env["TQDM_DISABLE"] = "1"
+    (path / "tmp").mkdir()
+    env["TMPDIR"] = str(path / "tmp")  # what the commands leave behind there is checked
     return Workdir(path, env)
 
 
@@ -356,6 +358,8 @@ def test_readme_shell_commands_run(shell_phase, workdir):
     assert shell_phase == {old for old, _, _ in SHELL_SIZES}, "SHELL_SIZES entries not in README"
     records = json.loads((workdir.path / "bench" / "results" / "baselines.json").read_text())
     assert records and not any(r.get("skipped") for r in records)  # ran on the tiny MovieLens files
+    # `--nproc 2` starts torchrun, whose per-rank log folder must not outlive the job
+    assert not list((workdir.path / "tmp").glob("torchelastic_*"))
 
 
 RUNNER = """\

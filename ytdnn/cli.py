@@ -226,13 +226,17 @@ def _data_parallel(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.nproc > 1 and not launched():
         import subprocess
+        import tempfile
 
         # torchrun's own parser would take --nproc for an abbreviation of its --nproc-per-node
         rest = [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
                 and (i == 0 or argv[i - 1] != "--nproc")]
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc-per-node={args.nproc}", "-m", "ytdnn", *rest]
-        return subprocess.call(torchrun)
+        # torchrun keeps its per-rank logs in a folder it never removes (/tmp/torchelastic_*
+        # without --log-dir): give it one that goes when the job ends
+        with tempfile.TemporaryDirectory(prefix="ytdnn-torchrun-") as logs:
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--log-dir={logs}",
+                        f"--nproc-per-node={args.nproc}", "-m", "ytdnn", *rest]
+            return subprocess.call(torchrun)
     if launched():  # a rank that aborts (SIGABRT, SIGSEGV) prints where it was, for the job's log
         faulthandler.enable()
     with process_group(timedelta(seconds=args.timeout)):

@@ -30,7 +30,7 @@ def torchrun(scenario: str, out: Path, timeout: float = 180) -> subprocess.Compl
     """Two ranks of ddp_worker.py under torchrun on this machine, one thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               str(WORKER), scenario, str(out)]
+               f"--log-dir={out / 'torchrun-logs'}", str(WORKER), scenario, str(out)]  # not /tmp's
     return subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
 
 
