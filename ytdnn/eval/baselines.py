@@ -21,7 +21,7 @@ from ytdnn.config import Config
 from ytdnn.eval.interactions import Interactions
 from ytdnn.eval.metrics import evaluate
 from ytdnn.eval.protocols import Split
-from ytdnn.features._fitted import check_fitted
+from ytdnn.features import check_fitted
 
 L2_GRID = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ytdnn.config import Config
-from ytdnn.features._fitted import check_fitted
+from ytdnn.features import check_fitted
 from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from ytdnn.config import Config
 from ytdnn.eval.baselines import EASE, EASEConfig
 from ytdnn.eval.interactions import Interactions
-from ytdnn.features._fitted import check_fitted
+from ytdnn.features import check_fitted
 from ytdnn.modeldir import ModelDir
 from ytdnn.retrieval.base import (
     Context,
