@@ -53,6 +53,20 @@ def test_an_ambiguous_or_unknown_key_lists_the_dotted_names():
         settings("ranker.depth=3")
 
 
+def test_a_sources_settings_are_reached_by_dotted_keys_only():
+    c = settings("cooc.window=20", "ease.l2=1000", "popular.half_life_share=0.1", "ease.max_items=50")
+    assert (c.cooc.window, c.ease.l2, c.popular.half_life_share, c.ease.max_items) == (20, 1000.0, 0.1, 50)
+    assert c.pipeline.max_items == TwoStageConfig().pipeline.max_items
+    with pytest.raises(ValueError, match=r"write one of ranker\.max_items, pipeline\.max_items$"):
+        settings("max_items=50")  # the stages' two, not EASE's as well
+    with pytest.raises(ValueError, match=r"'window' is a candidate source's setting: write cooc\.window$"):
+        settings("window=20")
+    with pytest.raises(ValueError, match=r"cooc\.window"):
+        settings("cooc.window=wide")
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        settings("cooc.window=0")
+
+
 def test_every_key_is_reachable_from_the_cli_and_has_a_meaning(tmp_path, capsys):
     defaults = {key: value for key, value, _ in TwoStageConfig().describe()}
     assert all(meaning for _, _, meaning in TwoStageConfig().describe())

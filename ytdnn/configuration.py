@@ -23,6 +23,9 @@ from ytdnn.config import Config, parse_setting
 from ytdnn.models.candidate import CandidateConfig
 from ytdnn.models.ranker import RankerConfig
 from ytdnn.retrieval.blend import parse_sources
+from ytdnn.retrieval.cooc import CoocConfig
+from ytdnn.retrieval.ease import EASESourceConfig
+from ytdnn.retrieval.popular import PopularConfig
 from ytdnn.samples.candidate import ExampleConfig
 from ytdnn.samples.impressions import ImpressionConfig
 from ytdnn.train.config import TrainConfig
@@ -56,7 +59,9 @@ class PipelineConfig(Config):
 class TwoStageConfig(Config):
     """Every setting of both stages. Sections: the candidate generator's model (``candidates``),
     examples (``examples``) and training (``train``); the ranker's model (``ranker``), training
-    (``ranker_train``) and pages (``impressions``); and the ``pipeline``'s."""
+    (``ranker_train``) and pages (``impressions``); the ``pipeline``'s; and one per candidate
+    source that ``pipeline.sources`` can name (``ease``, ``cooc``, ``popular``), read only when it
+    is named. A source's keys are always dotted (``cooc.window``), never bare."""
 
     candidates: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
     examples: ExampleConfig = dataclasses.field(default_factory=ExampleConfig)
@@ -65,6 +70,9 @@ class TwoStageConfig(Config):
     ranker_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     impressions: ImpressionConfig = dataclasses.field(default_factory=ImpressionConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    ease: EASESourceConfig = dataclasses.field(default_factory=EASESourceConfig)
+    cooc: CoocConfig = dataclasses.field(default_factory=CoocConfig)
+    popular: PopularConfig = dataclasses.field(default_factory=PopularConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TwoStageConfig:
@@ -140,6 +148,11 @@ AUTO_CHOICES: dict[str, dict[str, Any]] = {
 }
 
 
+# The candidate sources' sections: their keys are only ever dotted, so a source's ``max_items``
+# or ``seed`` never makes a stage's bare key ambiguous.
+SOURCE_SECTIONS = ("ease", "cooc", "popular")
+
+
 @cache
 def sections() -> dict[str, type[Config]]:
     """{section name: its Config class}, in order."""
@@ -156,15 +169,19 @@ def dotted_keys() -> list[str]:
 
 
 def resolve_key(key: str) -> tuple[str, str]:
-    """"ranker.tower" or an unambiguous bare "tower" -> ("ranker", "tower")."""
+    """"ranker.tower" or an unambiguous bare "tower" -> ("ranker", "tower"); a bare key names a
+    stage's setting, never a source's (``SOURCE_SECTIONS``)."""
     section, dot, name = key.partition(".")
     if dot:
         if section in sections() and name in _hints(section):
             return section, name
         raise ValueError(f"unknown setting {key!r}; valid settings: {', '.join(dotted_keys())}")
-    owners = [s for s in sections() if key in _hints(s)]
+    owners = [s for s in sections() if s not in SOURCE_SECTIONS and key in _hints(s)]
     if len(owners) == 1:
         return owners[0], key
+    sources = [s for s in SOURCE_SECTIONS if key in _hints(s)]
+    if not owners and sources:
+        raise ValueError(f"{key!r} is a candidate source's setting: write {' or '.join(f'{s}.{key}' for s in sources)}")
     if not owners:
         raise ValueError(f"unknown setting {key!r}; valid settings: {', '.join(dotted_keys())}")
     raise ValueError(f"setting {key!r} is ambiguous: write one of {', '.join(f'{s}.{key}' for s in owners)}")

@@ -160,7 +160,7 @@ def _holdout_setup(generator: CandidateGenerator, dataset, config: TwoStageConfi
 def _page_sources(pages: CandidateGenerator, config: TwoStageConfig) -> Sources | None:
     """The blend the pages are built from (None: the page generator alone): the other sources
     are stacked with the page generator, fitted on the log it saw, so none has seen the positives."""
-    others = fit_sources(pages, config.pipeline.sources)
+    others = fit_sources(pages, config)
     return [(GeneratorSource(pages), config.impressions.num_candidates), *others] if others else None
 
 
@@ -220,22 +220,23 @@ def _check_prepared_pages(generator: CandidateGenerator, config: TwoStageConfig)
                          "pipeline.sources nor --sources")
 
 
-def fit_sources(generator: CandidateGenerator, spec: str) -> Sources:
-    """The candidate sources of ``spec`` ("ease:200,cooc", ``PipelineConfig.sources``) other than
-    the generator, fitted on the generator's training streams, over its catalogue."""
+def fit_sources(generator: CandidateGenerator, config: TwoStageConfig) -> Sources:
+    """The candidate sources ``config.pipeline.sources`` names ("ease:200,cooc") other than the
+    generator, each with its section's settings (``config.cooc``, ...), fitted on the generator's
+    training streams, over its catalogue."""
     out = []
-    for name, n in parse_sources(spec):
+    for name, n in parse_sources(config.pipeline.sources):
         if name == "generator":  # always there, nominating pipeline.num_candidates
             continue
         if name not in SOURCE_KINDS:
             raise ValueError(f"unknown candidate source {name!r}; known: {['generator', *SOURCE_KINDS]}")
-        out.append((SOURCE_KINDS[name](generator), n))
+        out.append((SOURCE_KINDS[name](generator, getattr(config, name)), n))
     return out
 
 
-SOURCE_KINDS = {  # name -> a fitted source over a generator's catalogue
-    "ease": lambda g: EASESource().fit(g.streams_, g.featurizer_.num_items),
-    "cooc": lambda g: CoocSource().fit(g.streams_, g.featurizer_.num_items),
+SOURCE_KINDS = {  # name (its TwoStageConfig section) -> (generator, settings) -> a fitted source
+    "ease": lambda g, cfg: EASESource(cfg).fit(g.streams_, g.featurizer_.num_items),
+    "cooc": lambda g, cfg: CoocSource(cfg).fit(g.streams_, g.featurizer_.num_items),
     "popular": PopularSource.from_generator,
 }
 
@@ -256,7 +257,7 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
             ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
     # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
     ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir, prepared=prepared)
-    sources = fit_sources(rec.candidates, (config or TwoStageConfig()).pipeline.sources)
+    sources = fit_sources(rec.candidates, config or TwoStageConfig())
     rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config, sources=sources)
     if not is_main():  # a data-parallel job: rank 0 writes
         return rec
@@ -283,7 +284,7 @@ def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, au
         config = config.with_settings(generator.selection_["auto"]["settings"])
     rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker"),
                       config.pipeline.num_candidates, settings=config,
-                      sources=fit_sources(generator, config.pipeline.sources))
+                      sources=fit_sources(generator, config))
     if is_main():  # a data-parallel job: rank 0 writes
         rec.save(out)
     return rec

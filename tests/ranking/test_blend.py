@@ -87,7 +87,7 @@ def test_a_ranker_learns_the_blends_view_and_serves_it(tiny, tmp_path, source_sk
     names = ranker.featurizer_.binary_names
     assert [n for n in names if n.startswith("source_")] == [
         "source_generator_nominated", "source_ease_nominated", "source_cooc_nominated", "source_popular_nominated"]
-    sources = fit_sources(gen, config.pipeline.sources)
+    sources = fit_sources(gen, config)
     rec = Recommender(gen, ranker, num_candidates=20, sources=sources)
     out = rec.recommend_batch(USERS, k=30)
     for r in out:
@@ -118,6 +118,22 @@ def test_a_ranker_with_sources_trained_next_to_a_candidates_directory_loads_with
     assert list(top.stages) == ["ranker"] * 5 and all(top.sources)
 
 
+def test_each_source_is_trained_and_saved_with_its_sections_settings(tiny, tmp_path):
+    d, gen = tiny
+    gen.save(tmp_path / "cands")
+    config = settings({"pipeline.sources": "cooc:10,ease:10,popular:5", "cooc.window": 2, "cooc.recent": 3,
+                       "ease.l2": 50.0, "popular.half_life_share": 0.5})
+    train_ranker(d, tmp_path / "cands", out=tmp_path / "both", config=config)
+    loaded = {s.name: s for s, _ in Recommender.load(tmp_path / "both").sources}
+    assert (loaded["cooc"].cfg.window, loaded["cooc"].cfg.recent, loaded["cooc"].cfg.neighbours) == (2, 3, 100)
+    assert loaded["ease"].cfg.l2 == 50.0 and loaded["popular"].cfg.half_life_share == 0.5
+    saved = json.loads((tmp_path / "both" / "config.json").read_text())["settings"]
+    assert saved["cooc"]["window"] == 2 and saved["ease"]["l2"] == 50.0
+    # the setting changes what the source learns: a window of 1 links only adjacent watches
+    wide, narrow = (fit_sources(gen, settings({"pipeline.sources": "cooc", "cooc.window": w}))[0][0] for w in (50, 1))
+    assert len(narrow.neighbours_) < len(wide.neighbours_)
+
+
 def test_source_skips_need_the_score_skip():
     from ytdnn.models.ranker import RankerConfig
 
@@ -134,7 +150,7 @@ def test_a_ranker_with_source_skips_exports_them(tiny, tmp_path):
     d, gen = tiny
     config = settings({"pipeline.sources": "ease:10,cooc:10", "ranker.source_skips": True, "tower": "8"})
     ranker = fit_ranker(gen, d, config)
-    sources = fit_sources(gen, config.pipeline.sources)
+    sources = fit_sources(gen, config)
     manifest = export_onnx(Recommender(gen, ranker, num_candidates=20, sources=sources), tmp_path / "onnx")
     prior = next(s for s in manifest["ranker"]["members"][0]["inputs"] if s["name"] == "prior")
     assert prior["shape"] == ["batch", 3]  # the generator's logit, EASE's and co-occurrence's scores

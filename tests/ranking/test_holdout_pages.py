@@ -88,11 +88,12 @@ def test_no_stacking_source_sees_a_held_out_item(unordered, monkeypatch):
     seen = []
     for name, make in list(training.SOURCE_KINDS.items()):
         monkeypatch.setitem(training.SOURCE_KINDS, name,
-                            lambda g, make=make: (seen.append((g.streams_, g.featurizer_)), make(g))[1])
-    config = settings({"pipeline.sources": "ease:10,cooc:10"})
+                            lambda g, cfg, make=make: (seen.append((g.streams_, g.featurizer_)), make(g, cfg))[1])
+    config = settings({"pipeline.sources": "ease:10,cooc:10", "cooc.neighbours": 7})
     pages, sources, _ = training._holdout_setup(gen, dataset, config)
     _, held = split_holdout(dataset.watches, config.impressions.holdout, config.impressions.seed)
     assert len(seen) == 2 and [s.name for s, _ in sources] == ["generator", "ease", "cooc"]
+    assert sources[2][0].cfg.neighbours == 7  # stacked with the settings serving's source gets
     for streams, f in [(pages.streams_, pages.featurizer_), *seen]:
         assert streams is pages.streams_  # the sources learn the stacking generator's log
         users = f.users_.encode(held["user_id"])
@@ -109,7 +110,7 @@ def test_a_page_is_the_kept_historys_blend_and_clicks_its_held_out_items(unorder
     for key, seconds in zip(zip(held["user_id"].to_pylist(), held["item_id"].to_pylist()),
                             held["watch_time"].to_pylist()):
         watch_time.setdefault(key, seconds)
-    others = fit_sources(stacking, spec)
+    others = fit_sources(stacking, settings({"pipeline.sources": spec}))
     sources = [(GeneratorSource(stacking), 20), *others] if others else None
     cfg = ImpressionConfig(num_candidates=20, seed=3)  # every negative kept: whole pages
     table = holdout_pages(stacking, held, cfg, sources)
@@ -169,7 +170,7 @@ def test_fit_ranker_on_an_unordered_log_serves_behind_the_full_generator(unorder
     config = settings({"pipeline.sources": spec})
     ranker = fit_ranker(gen, dataset, config)
     assert ranker.featurizer_.source_names_ == (("generator", "ease", "cooc") if spec else ())
-    rec = Recommender(gen, ranker, num_candidates=20, sources=fit_sources(gen, spec))
+    rec = Recommender(gen, ranker, num_candidates=20, sources=fit_sources(gen, settings({"pipeline.sources": spec})))
     watched = by_user(dataset.watches)
     out = rec.recommend_batch(USERS, k=10)
     for user, r in zip(USERS, out):

@@ -52,11 +52,11 @@ ARRAYS = "cooc.npz"
 @dataclass(frozen=True)
 class CoocConfig(Config):
     window: int = 5  # ordered logs: b co-occurs with a when among the next `window` watches
-    neighbours: int = 100  # kept per item
+    neighbours: int = 100  # most similar items kept per item
     recent: int = 10  # distinct recent watches that nominate
     decay: float = 0.8  # weight of recency position r: decay ** r (the 10th weighs 0.13)
     max_pairs_per_user: int = 10_000  # unordered logs: a 142-item user's pairs, then a sample
-    seed: int = 0  # of that sample
+    seed: int = 0  # unordered logs: seeds the sample of a heavy user's pairs
 
     def validate(self) -> None:
         for name in ("window", "neighbours", "recent", "max_pairs_per_user"):

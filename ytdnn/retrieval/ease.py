@@ -48,9 +48,9 @@ WEIGHTS = "ease.safetensors"
 
 @dataclass(frozen=True)
 class EASESourceConfig(Config):
-    l2: float = 500.0  # lambda: Steck's default order of magnitude; tune with baselines.L2_GRID
-    max_items: int = 20_000  # dense I x I inverse: see the module docstring
-    # float32 halves the memory of the inverse; G >= l2 I keeps it well conditioned
+    l2: float = 500.0  # the L2 penalty lambda, Steck's default order of magnitude (baselines.L2_GRID)
+    max_items: int = 20_000  # items modelled, the most watched: the I x I inverse is dense
+    # "float32" or "float64": float32 halves the memory of the inverse; G >= l2 I keeps it well conditioned
     dtype: str = "float32"
     chunk_users: int = 4096  # users per block when accumulating X^T X
 
