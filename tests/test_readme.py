@@ -360,6 +360,9 @@ def test_readme_shell_commands_run(shell_phase, workdir):
     assert records and not any(r.get("skipped") for r in records)  # ran on the tiny MovieLens files
     # `--nproc 2` starts torchrun, whose per-rank log folder must not outlive the job
     assert not list((workdir.path / "tmp").glob("torchelastic_*"))
+    # `--set cooc.window=20` reached the co-occurrence source the blended model serves
+    cooc = json.loads((workdir.path / "models" / "blend" / "sources" / "cooc" / "config.json").read_text())
+    assert cooc["config"]["window"] == 20
 
 
 RUNNER = """\
