@@ -41,8 +41,9 @@ def _read(dataset: str, root: Path):
     )
 
 
-def movielens_splits() -> Iterator[tuple[str, str, Split | None, str, float, Dataset | None]]:
-    """Yield (dataset, protocol, split or None, skip reason, seconds to load and split, tables)."""
+def movielens_splits(shift: int = 0) -> Iterator[tuple[str, str, Split | None, str, float, Dataset | None]]:
+    """Yield (dataset, protocol, split or None, skip reason, seconds to load and split, tables).
+    shift: P-TEMPORAL's targets that many rows earlier (``temporal_split``), for validation only."""
     root = movielens_root()
     for dataset, folder, protocol in (
         ("ml-100k", "ml-100k", P_TEMPORAL),
@@ -54,7 +55,7 @@ def movielens_splits() -> Iterator[tuple[str, str, Split | None, str, float, Dat
         start = time.perf_counter()
         tables = _read(dataset, root)
         watches = tables.watches
-        split = temporal_split(watches) if protocol == P_TEMPORAL else random_fold_split(watches)
+        split = temporal_split(watches, shift) if protocol == P_TEMPORAL else random_fold_split(watches)
         yield dataset, protocol, split, "", time.perf_counter() - start, tables
 
 

@@ -37,7 +37,9 @@ RankerBag); it costs 5x the ranker at serving.
 Environment knobs (never set by `make bench`): YTDNN_BENCH_WORLD (preset, default "small"),
 YTDNN_BENCH_PARTS (comma-separated subset of "table1,synthetic,movielens,latency"),
 YTDNN_BENCH_EPOCHS (ranker epochs), YTDNN_BENCH_STAGE=valid (MovieLens: the validation stage only,
-for choices), YTDNN_BENCH_ML (comma-separated subset of "ml-100k,ml-1m").
+for choices), YTDNN_BENCH_SHIFT=k (with STAGE=valid: ml-100k's targets k rows earlier, so
+shifts 0, 1, 2 give three targets per user to choose on), YTDNN_BENCH_ML (comma-separated subset
+of "ml-100k,ml-1m").
 """
 
 from __future__ import annotations
@@ -317,15 +319,18 @@ ML_SETTINGS = {
 ML_BLEND_WEIGHT = ML_SETTINGS["ml-100k"].blend_weight  # the synthetic world's, chosen on ml-100k
 
 
-def _movielens(stage_name: str = "test") -> list[Record]:
+def _movielens(stage_name: str = "test", shift: int = 0) -> list[Record]:
     """Stacking (samples/impressions.py): the ranker learns on pages of a generator that never
-    saw the pages' positives, and serves behind the generator trained on everything."""
+    saw the pages' positives, and serves behind the generator trained on everything.
+    shift: ml-100k's validation targets that many rows before the usual (``temporal_split``)."""
     from bench.baselines import movielens_splits
     from bench.retrieval import configs
 
+    if shift and stage_name != "valid":
+        raise ValueError("a shifted split is for validation stages only (YTDNN_BENCH_STAGE=valid)")
     records = []
     chosen = os.environ.get("YTDNN_BENCH_ML", ",".join(ML_SETTINGS)).split(",")
-    for dataset, protocol, split, reason, _, tables in movielens_splits():
+    for dataset, protocol, split, reason, _, tables in movielens_splits(shift):
         if dataset not in chosen:
             continue
         if split is None:
@@ -354,7 +359,7 @@ def _movielens(stage_name: str = "test") -> list[Record]:
         compared = _compare(rec, split, stage_name, now, blend_weight=setting.blend_weight, ks=setting.ks,
                             metrics=setting.metrics)
         for model, result in compared.items():
-            shown = protocol if stage_name == "test" else f"{protocol} ({stage_name})"
+            shown = protocol if stage_name == "test" else f"{protocol} ({stage_name}{f', shift {shift}' if shift else ''})"
             records.append(Record(BENCHMARK, dataset, shown,
                                   model, result["metrics"],
                                   {"train": round(fit_seconds, 1), "recommend": result["seconds"]},
@@ -405,7 +410,7 @@ def run() -> list[Record]:
     if parts & {"table1", "synthetic"}:
         records += _synthetic(preset, parts, epochs)
     if "movielens" in parts:
-        records += _movielens(os.environ.get("YTDNN_BENCH_STAGE", "test"))
+        records += _movielens(os.environ.get("YTDNN_BENCH_STAGE", "test"), int(os.environ.get("YTDNN_BENCH_SHIFT", "0")))
     if "latency" in parts:
         records += _latency()
     return records

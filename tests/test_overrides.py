@@ -31,6 +31,8 @@ def test_each_value_takes_its_settings_declared_type():
     assert c.candidates.num_negatives is None and c.pipeline.max_items == 50
     assert settings("train.monitor=null").train.monitor is None  # str | None: null is None
     assert settings("tower=256").ranker.tower == "256"  # bare: only the ranker has a tower
+    lr, l2 = settings("train.lr=1").train.lr, settings("ease.l2=50").ease.l2
+    assert (type(lr), lr, type(l2), l2) == (float, 1.0, float, 50.0)  # a float setting holds a float
 
 
 @pytest.mark.parametrize(

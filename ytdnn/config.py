@@ -57,7 +57,8 @@ def check_type(name: str, value: Any, hint: Any) -> Any:
     """``value`` as a field of type ``hint`` takes it (a JSON list becomes a tuple, a dict a nested
     Config); ValueError naming ``name`` when it is of another type.
 
-    bool is not an int here (``max_items: true`` is a mistake, not 1), an int is a float, and
+    bool is not an int here (``max_items: true`` is a mistake, not 1), an int is a float (and
+    becomes one), and
     hints other than None, bool, int, float, str, dict, tuples, unions and Configs are not checked.
     """
     if _is_union(hint):
@@ -90,7 +91,7 @@ def check_type(name: str, value: Any, hint: Any) -> Any:
     check = _SCALARS.get(hint)
     if check is not None and not check(value):
         raise ValueError(f"{name} must be {_type_name(hint)}, got {value!r}")
-    return value
+    return float(value) if hint is float else value  # `lr=1` is 1.0, as saved and shown
 
 
 _SCALARS = {

@@ -42,6 +42,20 @@ def test_temporal_targets_follow_time_then_numeric_item_id():
     assert pairs(split.train, split) == {(1, 5), (1, 7), (2, 5), (2, 7), (3, 5), (3, 7)}
 
 
+def test_a_shifted_temporal_split_takes_earlier_targets_and_leaves_the_last_rows_out():
+    split = temporal_split(temporal_log(), shift=1)
+    # user 1: 10 left out, 9 test, 7 valid, 5 train; user 3: 8 left out (5's re-watch is no
+    # first watch), 6 test, 7 valid, 5 train; user 2: one row left, no targets
+    assert pairs(split.test, split) == {(1, 9), (3, 6)}
+    assert pairs(split.valid, split) == {(1, 7), (3, 7)}
+    assert pairs(split.train, split) == {(1, 5), (2, 5), (3, 5)}
+    assert split.item_ids.to_pylist() == [5, 6, 7, 8, 9, 10]  # the catalogue is the log's
+    assert not temporal_split(temporal_log(), shift=2).valid.counts_per_user().any()  # 2 rows kept: too few
+    assert pairs(temporal_split(temporal_log(), shift=0).test, split) == {(1, 10), (3, 8)}
+    with pytest.raises(ValueError, match="shift"):
+        temporal_split(temporal_log(), shift=-1)
+
+
 def test_temporal_catalogue_is_dense_and_numerically_sorted():
     split = temporal_split(temporal_log())
     assert split.user_ids.to_pylist() == [1, 2, 3]

@@ -161,19 +161,26 @@ def _timestamps(watches: pa.Table, protocol: str) -> np.ndarray:
     return ts.to_numpy().astype(np.int64)
 
 
-def temporal_split(watches: pa.Table) -> Split:
+def temporal_split(watches: pa.Table, shift: int = 0) -> Split:
     """P-TEMPORAL: per user, last row -> test, second-last -> valid, the rest -> train.
 
     Users with fewer than 3 (distinct) items keep all of them in training and are neither
     validated nor tested: with fewer rows there is nothing left to learn the user from.
+
+    shift: leave each user's last ``shift`` rows out of every set first, so the targets are the
+    rows before them. Validation stages at shifts 0, 1, 2, ... hold different targets of the same
+    users: more evidence for a choice than one target per user, and never the test rows.
     """
+    if not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0, got {shift!r}")
     user_ids, item_ids, user_idx, item_idx = _catalogue(watches)
     num_users, num_items = len(user_ids), len(item_ids)
     rows = _first_watches(user_idx, item_idx, _timestamps(watches, P_TEMPORAL), num_items)
     users, items = user_idx[rows], item_idx[rows]
-    from_end = _rank_from_end(users, num_users)
-    eligible = np.bincount(users, minlength=num_users)[users] >= MIN_TEMPORAL_INTERACTIONS
-    part = np.where(eligible & (from_end == 0), 2, np.where(eligible & (from_end == 1), 1, 0))
+    from_end = _rank_from_end(users, num_users) - shift  # < 0: left out
+    kept = np.bincount(users[from_end >= 0], minlength=num_users)[users]
+    eligible = kept >= MIN_TEMPORAL_INTERACTIONS
+    part = np.where(from_end < 0, -1, np.where(eligible & (from_end == 0), 2, np.where(eligible & (from_end == 1), 1, 0)))
 
     def pick(p: int) -> Interactions:
         m = part == p
