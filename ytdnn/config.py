@@ -58,8 +58,8 @@ def check_type(name: str, value: Any, hint: Any) -> Any:
     Config); ValueError naming ``name`` when it is of another type.
 
     bool is not an int here (``max_items: true`` is a mistake, not 1), an int is a float (and
-    becomes one), and
-    hints other than None, bool, int, float, str, dict, tuples, unions and Configs are not checked.
+    becomes one), and hints other than None, bool, int, float, str, dict, tuples, unions and
+    Configs are not checked.
     """
     if _is_union(hint):
         options = typing.get_args(hint)
