@@ -92,3 +92,17 @@ def test_a_configuration_file_and_a_model_config_json_both_load(tmp_path):
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=named):
             TwoStageConfig.load(path)
+
+
+def test_config_show_reads_a_configuration_file_as_train_does(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"cooc": {"window": 3}, "pipeline": {"sources": "cooc:5"}}))
+    assert main(["config", "show", "--config", str(path), "--set", "ranker.tower=256"]) == 0
+    shown = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert (shown["cooc.window"], shown["pipeline.sources"], shown["ranker.tower"]) == ("3", '"cooc:5"', '"256"')
+    assert shown["cooc.recent"] == "10"  # a key the file leaves out keeps its default
+    path.write_text(json.dumps({"cooc": {"window": 0}}))
+    assert main(["config", "show", "--config", str(path)]) == 2
+    assert "window must be >= 1" in capsys.readouterr().err
+    assert main(["config", "show", "--config", str(path), "--model", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -435,12 +435,14 @@ def _config_show(args: argparse.Namespace) -> int:
     from ytdnn.configuration import TwoStageConfig
     from ytdnn.modeldir import ModelDir
 
+    if args.model and args.config:
+        raise ValueError("config show takes --model or --config, not both")
     if args.model:
         md = ModelDir(args.model)
         with md.loading():
             config = TwoStageConfig.load(md.path("config.json"))
     else:
-        config = TwoStageConfig()
+        config = TwoStageConfig.load(args.config) if args.config else TwoStageConfig()
     config = config.with_settings(_parse_overrides(args.set))
     rows = [(key, json.dumps(value if not isinstance(value, tuple) else list(value)), meaning)
             for key, value, meaning in config.describe()]
@@ -577,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config_command", required=True)
     show = config.add_parser("show", help="every setting with its value (default, or a model's) and meaning")
     show.add_argument("--model", default=None, help="show the settings a model directory was trained with")
+    show.add_argument("--config", default=None,
+                      help="show a configuration JSON's settings (as `ytdnn train --config` reads it), defaults elsewhere")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="show with these settings")
     show.set_defaults(func=_config_show)
 
