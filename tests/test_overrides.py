@@ -56,6 +56,10 @@ def test_an_ambiguous_or_unknown_key_lists_the_dotted_names():
 
 
 def test_a_sources_settings_are_reached_by_dotted_keys_only():
+    from ytdnn.configuration import SOURCE_SECTIONS
+    from ytdnn.training import SOURCE_KINDS
+
+    assert set(SOURCE_SECTIONS) == set(SOURCE_KINDS)  # every source trainable by name has its section
     c = settings("cooc.window=20", "ease.l2=1000", "popular.half_life_share=0.1", "ease.max_items=50")
     assert (c.cooc.window, c.ease.l2, c.popular.half_life_share, c.ease.max_items) == (20, 1000.0, 0.1, 50)
     assert c.pipeline.max_items == TwoStageConfig().pipeline.max_items
