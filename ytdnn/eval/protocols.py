@@ -180,7 +180,7 @@ def temporal_split(watches: pa.Table, shift: int = 0) -> Split:
     from_end = _rank_from_end(users, num_users) - shift  # < 0: left out
     kept = np.bincount(users[from_end >= 0], minlength=num_users)[users]
     eligible = kept >= MIN_TEMPORAL_INTERACTIONS
-    part = np.where(from_end < 0, -1, np.where(eligible & (from_end == 0), 2, np.where(eligible & (from_end == 1), 1, 0)))
+    part = np.select([from_end < 0, eligible & (from_end == 0), eligible & (from_end == 1)], [-1, 2, 1], 0)
 
     def pick(p: int) -> Interactions:
         m = part == p
