@@ -236,11 +236,8 @@ def _synthetic(preset: str, parts: set[str], epochs: int) -> list[Record]:
     return records
 
 
-# Chosen on the validation stage (train before, evaluate on the window before the cut; NDCG@10 of
-# retrieval alone 0.1182, EWT@10 28.5 s): pages built from the generator's top 500 (stacking, as on
-# ml-100k) with tower 256: NDCG@10 0.1343, EWT@10 48.6; built and logged pages together: 0.1258,
-# 63.3; built pages with the deepest tower: 0.1368, 49.9, the setting used. The logged pages alone
-# order by what an impression earns, not by what is watched next (NDCG@10 0.0551 on test, below).
+# Built pages from the generator's top 500 and the deepest tower, chosen on the validation stage
+# (bench/results/ranking-sources.md, "The synthetic world's ranker setting").
 SYN_IMPRESSIONS = ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
                                    requests_per_user=4, last_watches=10, source="built")
 SYN_RANKER = RankerConfig(tower=BEST_TOWER, dropout=0.5)
@@ -296,9 +293,8 @@ class MovieLensSetting:
 
 ML_LAST = 10  # ml-100k stacking: the ranker's pages are requests among each user's last 10 watches
 ML_SETTINGS = {
-    # 3 plain epochs of "256" memorised the 9k pages (module docstring); co-occurrence over 20
-    # watches, 300 neighbours, 20 recent, and a skip weight per source (validation HR@10 0.1994 ->
-    # 0.2015 -> 0.2110; co-occurrence alone 0.1941 -> 0.2089)
+    # Each chosen on its validation stage; bench/results/ranking-sources.md has what was tried.
+    # 3 plain epochs of "256" memorised ml-100k's 9k pages (module docstring).
     "ml-100k": MovieLensSetting(
         generator_epochs=8,
         impressions=ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, horizon=5,
@@ -307,8 +303,7 @@ ML_SETTINGS = {
         blend_weight=0.25, ks=KS, metrics=("HR@10", "NDCG@10", "HR@100"),
         source_settings={"cooc.window": 20, "cooc.neighbours": 300, "cooc.recent": 20}),
     # unordered: one page per user for a random 20% of its items held out from a stacking
-    # generator; the generator's tuned run's best epoch + 1; a skip weight per source, three
-    # samples of pages and the page softmax (validation Recall@20 0.2183 -> 0.2246 -> 0.2255 -> 0.2276)
+    # generator; the generator's tuned run's best epoch + 1
     "ml-1m": MovieLensSetting(
         generator_epochs=56,
         impressions=ImpressionConfig(num_candidates=NUM_CANDIDATES, negatives_per_page=50, samples=3),
