@@ -40,6 +40,7 @@ from ytdnn.samples.shards import ShardStream
 from ytdnn.samples.streams import EventStreams, Featurizer
 from ytdnn.scale.prepare import read_manifest
 from ytdnn.train.batches import private_rng
+from ytdnn.train.checkpoint import data_fingerprint
 from ytdnn.train.config import TrainConfig
 from ytdnn.train.distributed import current_shard
 from ytdnn.train.loop import History, fit
@@ -154,10 +155,19 @@ class CandidateGenerator:
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, on_log=on_log,
             num_examples=len(stream) if prepared is not None else examples.num_examples_per_epoch(),
+            data_key=self._data_key(prepared), model_settings=self.model_cfg.to_dict(),
         )
         self.model_.eval()
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
         return self
+
+    def _data_key(self, prepared: str | Path | None) -> str:
+        """What the model trains on: the streams and vocabularies (or the prepared shards'
+        manifest) and the examples' settings."""
+        f = self.featurizer_
+        data = [read_manifest(prepared)[0]] if prepared is not None else [
+            self.streams_, f.items_.tokens_, f.users_.tokens_, None if f.tokens_ is None else f.tokens_.tokens_]
+        return data_fingerprint(*data, self.example_cfg.to_dict())
 
     def _prepared_stream(self, prepared: str | Path, cfg: TrainConfig) -> ShardStream:
         manifest, self.featurizer_, shards = read_manifest(prepared)

@@ -96,7 +96,7 @@ def _train_candidates(args: argparse.Namespace) -> int:
         raise ValueError("train candidates needs --data (the logs), or --examples (prepared shards)")
     config = _settings(args)
     gen = fit_candidates(Dataset.load(args.data) if args.data else None, config, out_dir=args.out,
-                         on_log=_print_epoch, auto=args.auto, examples=args.examples)
+                         on_log=_print_epoch, auto=args.auto, examples=args.examples, resume=not args.overwrite)
     if not _writes():
         return 0
     _print_selection(gen)
@@ -177,7 +177,8 @@ def _train_ranker(args: argparse.Namespace) -> int:
     from ytdnn.training import train_ranker
 
     rec = train_ranker(Dataset.load(args.data), args.model, out=args.out, config=_settings(args),
-                       prepared=_prepared_pages(args.examples, args.model) if args.examples else None)
+                       prepared=_prepared_pages(args.examples, args.model) if args.examples else None,
+                       resume=not args.overwrite)
     if not _writes():
         return 0
     last = rec.ranker.history_.epochs[-1]
@@ -202,7 +203,7 @@ def _train_all(args: argparse.Namespace) -> int:
     from ytdnn.data.schema import Dataset
     from ytdnn.training import train_all
 
-    rec = train_all(Dataset.load(args.data), args.out, _settings(args), auto=args.auto)
+    rec = train_all(Dataset.load(args.data), args.out, _settings(args), auto=args.auto, resume=not args.overwrite)
     if not _writes():
         return 0
     _print_selection(rec.candidates)
@@ -261,6 +262,12 @@ def _parallel_flags(parser: argparse.ArgumentParser) -> None:
                         help="seconds a process waits for the others before failing (data-parallel runs)")
 
 
+def _overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a directory that holds an earlier run's checkpoints, instead of "
+                             "resuming it (a run resumes only on the same data and settings)")
+
+
 def _recommend(args: argparse.Namespace) -> int:
     from ytdnn.pipeline import Recommender
 
@@ -270,6 +277,9 @@ def _recommend(args: argparse.Namespace) -> int:
     if gen.user_rows([user])[0] == 0:
         print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
     result = rec.recommend(user, k=args.k)
+    if not len(result.item_ids):
+        print(f"nothing to recommend to user {args.user!r}: every item the model knows is watched",
+              file=sys.stderr)
     titles = gen.item_titles()
     rows = zip(result.item_ids, result.scores, result.stages, result.sources)
     for rank, (item, score, stage, sources) in enumerate(rows, 1):
@@ -279,7 +289,13 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _typed_id(value: str, token_type: str):
-    return int(value) if token_type == "int" else value
+    """``--user`` as the model's id type: the same check as the server's."""
+    from ytdnn.serve.events import coerce_id
+
+    try:
+        return coerce_id(value, token_type)
+    except ValueError as err:
+        raise ValueError(f"--user: {err} (this model's user ids are {token_type}s)") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -500,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--examples", default=None,
                             help="train from the shards `ytdnn prepare` wrote here, streamed (the same settings)")
     _parallel_flags(candidates)
+    _overwrite_flag(candidates)
     candidates.set_defaults(func=_train_candidates)
 
     ranker = train.add_parser("ranker", help="train the ranker (paper section 4) for a candidates model")
@@ -511,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(ranker)
     _sources_flag(ranker)
     _parallel_flags(ranker)
+    _overwrite_flag(ranker)
     ranker.set_defaults(func=_train_ranker)
 
     both = train.add_parser("all", help="train both stages into one model directory")
@@ -523,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     both.add_argument("--index", default=None, choices=["auto", "exact", "ivf", "hnsw"], help="(pipeline.index)")
     _sources_flag(both)
     _parallel_flags(both)
+    _overwrite_flag(both)
     both.set_defaults(func=_train_all)
 
     recommend = commands.add_parser("recommend", help="top-k recommendations of both stages for a user")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,7 +263,14 @@ class Recommender:
         return directory
 
     def save_sources(self, directory: Path) -> None:
-        """Write the other candidate sources and sources.json into ``directory`` (none: nothing)."""
+        """Write the other candidate sources and sources.json into ``directory``, replacing any
+        an earlier model left there (none: none is left)."""
+        (directory / SOURCES).unlink(missing_ok=True)
+        old = directory / "sources"
+        if old.is_symlink():
+            old.unlink()
+        elif old.is_dir():
+            shutil.rmtree(old)
         if self.sources:
             listing = [{"name": src.name, "dir": f"sources/{src.name}", "candidates": n} for src, n in self.sources]
             for (src, _), entry in zip(self.sources, listing):

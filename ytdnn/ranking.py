@@ -63,6 +63,7 @@ from ytdnn.samples.ratings import (
 )
 from ytdnn.samples.streams import EventStreams
 from ytdnn.train.batches import private_rng
+from ytdnn.train.checkpoint import data_fingerprint
 from ytdnn.train.config import TrainConfig
 from ytdnn.train.distributed import current_shard
 from ytdnn.train.loop import History, fit
@@ -213,6 +214,7 @@ class Ranker:
             self.model_, self.train_cfg, batches,
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, num_examples=len(examples), on_log=on_log,
+            data_key=data_fingerprint(examples), model_settings=self.model_cfg.to_dict(),
         )
         self.model_.eval()
         return self
@@ -494,6 +496,10 @@ class Ranker:
         start = time.perf_counter()
         b, n = candidates.shape
         valid = candidates > 0
+        if not valid.any():  # e.g. users who have watched the whole catalogue: nothing to rank
+            if timings is not None:
+                timings.update(ranker_features=0.0, ranker_model=0.0)
+            return np.full((b, n), -np.inf)
         row = np.repeat(np.arange(b), n)[valid.ravel()]
         users = np.asarray(user_rows, np.int64)[row]
         gen_items = candidates[valid]

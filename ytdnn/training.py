@@ -37,26 +37,31 @@ from ytdnn.train.distributed import is_main
 
 
 def fit_candidates(dataset, config: TwoStageConfig | None = None, out_dir: str | Path | None = None,
-                   on_log=None, auto: bool = False, examples: str | Path | None = None) -> CandidateGenerator:
+                   on_log=None, auto: bool = False, examples: str | Path | None = None,
+                   resume: bool = True) -> CandidateGenerator:
     """The candidate generator of ``config`` fit on the dataset, its index built. ``auto``: first
     choose among ``AUTO_CHOICES`` on the log's own validation split (``choose``); the chosen
     settings and every choice's figures are in ``generator.selection_["auto"]``. ``examples``: a
     `ytdnn prepare` directory to train from, streamed (``CandidateGenerator.fit_prepared``);
-    the dataset may then be None: the model keeps no history (``fit_prepared``)."""
+    the dataset may then be None: the model keeps no history (``fit_prepared``). ``resume``:
+    continue the run checkpointed in ``out_dir`` (only on the same data and settings); False
+    starts over."""
     config = config or TwoStageConfig()
     if examples is not None:
         if auto:
             raise ValueError("--auto chooses on the log itself; it cannot train from prepared examples")
         logs = (dataset.watches, dataset.searches, dataset.users, dataset.items) if dataset is not None else (None,) * 4
         return CandidateGenerator(**config.generator_kwargs()).fit_prepared(
-            examples, *logs[:3], items=logs[3], out_dir=out_dir, on_log=on_log).build_index(config.pipeline.index)
+            examples, *logs[:3], items=logs[3], out_dir=out_dir, resume=resume,
+            on_log=on_log).build_index(config.pipeline.index)
     chosen = None
     if auto:
         config, chosen = choose(dataset, config, on_log)
         if chosen["chosen"] is not None:
             config = config.with_settings({"train.max_epochs": chosen["epochs"], "train.patience": None})
     generator = CandidateGenerator(**config.generator_kwargs()).fit(
-        dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=out_dir, on_log=on_log)
+        dataset.watches, dataset.searches, dataset.users, items=dataset.items, out_dir=out_dir, resume=resume,
+        on_log=on_log)
     if chosen is not None:
         generator.selection_ = {"auto": chosen}
     return generator.build_index(config.pipeline.index)
@@ -85,7 +90,8 @@ def choose(dataset, config: TwoStageConfig, on_log=None) -> tuple[TwoStageConfig
 
 
 def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | None = None,
-               out_dir: str | Path | None = None, prepared: pa.Table | None = None) -> Ranker | RankerBag:
+               out_dir: str | Path | None = None, prepared: pa.Table | None = None,
+               resume: bool = True) -> Ranker | RankerBag:
     """A Ranker for ``generator`` on the dataset's impressions and/or on pages built from a
     generator's top N (``config.impressions.source``). With ``last_watches`` set, the pages come
     from a stacking generator that never saw their positives, and the ranker learns its features
@@ -101,7 +107,7 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
 
     out_dir: the ranker's directory, for its checkpoints and, with ``ranker_train.tensorboard``, its
     TensorBoard curves (out_dir/tb/), which then include each epoch's weighted per-user loss on the
-    ranker's own training pages (``val/weighted_per_user_loss``).
+    ranker's own training pages (``val/weighted_per_user_loss``); ``resume`` as in ``fit_candidates``.
 
     prepared: the built pages ``ytdnn prepare`` wrote (``scale.prepare.read_pages``), in place of
     building them here: the same pages, built by ``generator`` (no stacking, one sample, no other
@@ -138,7 +144,7 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
         log = (None, None, None) if own else (dataset.watches, dataset.searches, dataset.users)
         curves = train.tensorboard and member_dir is not None  # the metric costs a feature pass
         rankers.append(Ranker(config.ranker, train).fit(
-            pages, impressions, *log, items=dataset.items, out_dir=member_dir,
+            pages, impressions, *log, items=dataset.items, out_dir=member_dir, resume=resume,
             validate=_training_page_loss(pages, impressions, *log, sources) if curves else None,
             log_impressions=False if shown is None else shown, sources=sources))
     return rankers[0] if len(rankers) == 1 else RankerBag(rankers)
@@ -242,10 +248,11 @@ SOURCE_KINDS = {  # name (its TwoStageConfig section) -> (generator, settings) -
 
 
 def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
-                 config: TwoStageConfig | None = None, prepared: pa.Table | None = None) -> Recommender:
+                 config: TwoStageConfig | None = None, prepared: pa.Table | None = None,
+                 resume: bool = True) -> Recommender:
     """Train a ranker for the candidate generator of ``model_dir`` and write it: into ``out`` as a
     two-stage directory when given, else next to the generator in ``model_dir`` (ranker/).
-    prepared: the pages ``ytdnn prepare`` built with that generator (``fit_ranker``)."""
+    prepared: the pages ``ytdnn prepare`` built with that generator; resume: as in ``fit_ranker``."""
     model_dir = Path(model_dir)
     rec = Recommender.load(model_dir)
     md = ModelDir(model_dir)
@@ -256,7 +263,7 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
         with md.loading():
             ranker_dir = md.path("ranker")  # confined: never written through a symlink that leaves
     # the ranker trains in the directory it is saved in: its checkpoints and tb/ lie there
-    ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir, prepared=prepared)
+    ranker = fit_ranker(rec.candidates, dataset, config, out_dir=ranker_dir, prepared=prepared, resume=resume)
     sources = fit_sources(rec.candidates, config or TwoStageConfig())
     rec = Recommender(rec.candidates, ranker, rec.num_candidates, settings=config, sources=sources)
     if not is_main():  # a data-parallel job: rank 0 writes
@@ -275,14 +282,17 @@ def train_ranker(dataset, model_dir: str | Path, out: str | Path | None = None,
     return rec
 
 
-def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, auto: bool = False) -> Recommender:
+def train_all(dataset, out: str | Path, config: TwoStageConfig | None = None, auto: bool = False,
+              resume: bool = True) -> Recommender:
     """Both stages on one dataset, written to ``out`` as one two-stage model directory; each stage
-    trains in its own directory (checkpoints, and tb/ with ``train|ranker_train.tensorboard``)."""
+    trains in its own directory (checkpoints, and tb/ with ``train|ranker_train.tensorboard``).
+    resume: continue the runs checkpointed there (only on the same data and settings); False
+    starts over."""
     config, out = config or TwoStageConfig(), Path(out)
-    generator = fit_candidates(dataset, config, out_dir=out / "candidates", auto=auto)
+    generator = fit_candidates(dataset, config, out_dir=out / "candidates", auto=auto, resume=resume)
     if auto and generator.selection_["auto"]["chosen"] is not None:  # record what was trained
         config = config.with_settings(generator.selection_["auto"]["settings"])
-    rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker"),
+    rec = Recommender(generator, fit_ranker(generator, dataset, config, out_dir=out / "ranker", resume=resume),
                       config.pipeline.num_candidates, settings=config,
                       sources=fit_sources(generator, config))
     if is_main():  # a data-parallel job: rank 0 writes

@@ -257,6 +257,26 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     assert state["epoch"] == 1 and state["config"]["lr"] == 0.02
 
 
+def test_resume_refuses_a_checkpoint_of_other_data_or_another_model(tmp_path):
+    import numpy as np
+
+    from ytdnn.train.checkpoint import data_fingerprint
+
+    train_batches = batches_of(make_world(num_examples=64).train, 32)
+    key = data_fingerprint(np.arange(5), {"window": 3})
+    assert key == data_fingerprint(np.arange(5), {"window": 3})
+    assert len({key, data_fingerprint(np.arange(6), {"window": 3}), data_fingerprint(np.arange(5), {"window": 4}),
+                data_fingerprint(np.arange(5).astype(np.int32), {"window": 3})}) == 4
+    fit(DenseToy(), cfg_for(max_epochs=1), train_batches, out_dir=tmp_path, data_key=key, model_settings={"d": 4})
+    with pytest.raises(ValueError, match="trained on other data"):
+        fit(DenseToy(), cfg_for(max_epochs=2), train_batches, out_dir=tmp_path, data_key="other", model_settings={"d": 4})
+    with pytest.raises(ValueError, match="holds another model \\(d: 4 -> 8\\)"):
+        fit(DenseToy(), cfg_for(max_epochs=2), train_batches, out_dir=tmp_path, data_key=key, model_settings={"d": 8})
+    history = fit(DenseToy(), cfg_for(max_epochs=2), train_batches, out_dir=tmp_path, data_key=key,
+                  model_settings={"d": 4})
+    assert len(history.epochs) == 2  # the same data and model: resumed after epoch 1
+
+
 def test_checkpoint_holds_the_weights_of_the_last_epoch(tmp_path):
     model = DenseToy()
     fit(model, cfg_for(max_epochs=2), batches_of(make_world().train, 32), out_dir=tmp_path)

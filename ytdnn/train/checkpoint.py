@@ -21,6 +21,7 @@ RNG state is not stored: `fit` reseeds every generator at the start of each epoc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -37,6 +39,29 @@ from ytdnn.train.optim import Optimizer
 FORMAT_VERSION = 1
 DIRNAME = "checkpoint"
 _ALIASES_KEY = "ytdnn.aliases"  # safetensors metadata: {"dropped name": "name stored instead"}
+
+
+def data_fingerprint(*parts: Any) -> str:
+    """A digest of what a run trains on, stored in its checkpoints so that a run is resumed only
+    on the data it started on. parts: arrays, dataclasses of arrays (read field by field), and
+    JSON-able settings or token lists."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def add(part: Any) -> None:
+        if isinstance(part, np.ndarray) and part.dtype != object:
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8).data)
+        elif dataclasses.is_dataclass(part) and not isinstance(part, type):
+            for field in dataclasses.fields(part):
+                digest.update(field.name.encode())
+                add(getattr(part, field.name))
+        else:
+            digest.update(json.dumps(part.tolist() if isinstance(part, np.ndarray) else part,
+                                     sort_keys=True, default=str).encode())
+
+    for part in parts:
+        add(part)
+    return digest.hexdigest()
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:

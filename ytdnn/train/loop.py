@@ -122,6 +122,8 @@ def fit(
     loss_fn: LossFn | None = None,
     num_examples: int | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    data_key: str | None = None,
+    model_settings: dict[str, Any] | None = None,
 ) -> History:
     """Train `model` in place for up to cfg.max_epochs epochs; returns the History.
 
@@ -134,6 +136,9 @@ def fit(
         (max_epochs * ceil(num_examples / batch_size) steps), so "cosine"/"linear_decay" need it.
     on_log: called with every log dict: per step {"epoch", "step", "loss", "lr",
         "examples_per_second"} every cfg.log_every steps, and each epoch's History record.
+    data_key, model_settings: a digest of the training data (``checkpoint.data_fingerprint``)
+        and the model's settings, kept in the checkpoints: a checkpoint of other data or of
+        another model is refused rather than resumed.
 
     When fit returns, the model holds the best epoch's weights if cfg.monitor is set and
     cfg.restore_best (default), else those of the last epoch.
@@ -146,7 +151,7 @@ def fit(
     total_steps = None
     if num_examples is not None:
         total_steps = cfg.max_epochs * math.ceil(num_examples / cfg.batch_size)
-    run = _start(model, optimizer, cfg, out_dir, resume)
+    run = _start(model, optimizer, cfg, out_dir, resume, data_key, model_settings)
     device = _model_device(model)
     parallel = DataParallel(model, loss_fn or _model_loss)  # one process: no communication
     main = parallel.is_main
@@ -166,7 +171,7 @@ def fit(
             run.history.epochs.append(record)
             _track_best(run, cfg, model, epoch, record["val"])
             if out_dir is not None and main:
-                _save(out_dir, model, optimizer, cfg, run, epoch)
+                _save(out_dir, model, optimizer, cfg, run, epoch, data_key, model_settings)
             logger.epoch(record, run.history)
 
     if cfg.monitor is not None and cfg.restore_best and run.best_state is not None:
@@ -281,16 +286,22 @@ def _track_best(run: _Run, cfg: TrainConfig, model: nn.Module, epoch: int,
 
 
 def _save(out_dir: str | Path, model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
-          run: _Run, epoch: int) -> None:
+          run: _Run, epoch: int, data_key: str | None, model_settings: dict | None) -> None:
     state = {"step": run.step, "epochs_without_improvement": run.epochs_without_improvement,
-             "history": run.history.to_dict(), "config": cfg.to_dict()}
+             "history": run.history.to_dict(), "config": cfg.to_dict(), "data": data_key,
+             "model": model_settings}
     # The best weights need a file of their own only when they are not the current ones.
     best = run.best_state if run.history.best_epoch != epoch else None
     checkpoint.save_checkpoint(out_dir, epoch + 1, model, optimizer, state, best)
 
 
+_START_OVER = ("train into another directory, or start over in this one (resume=False; on the command "
+               "line, --overwrite)")
+
+
 def _start(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
-           out_dir: str | Path | None, resume: bool) -> _Run:
+           out_dir: str | Path | None, resume: bool, data_key: str | None,
+           model_settings: dict | None) -> _Run:
     """A fresh run, or the one checkpointed in out_dir (checked against cfg before loading)."""
     if out_dir is None or not resume:
         return _Run()
@@ -304,15 +315,26 @@ def _start(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
         raise ValueError(
             f"the checkpoint in {out_dir} was trained with other settings "
             f"({', '.join(f'{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}' for k in changed)}); "
-            "use another out_dir or resume=False"
+            f"{_START_OVER}"
         )
+    saved_model = parts.document["loop"].get("model")
+    if model_settings is not None and saved_model is not None and saved_model != model_settings:
+        changed = sorted(k for k in model_settings.keys() | saved_model.keys()
+                         if saved_model.get(k) != model_settings.get(k))
+        raise ValueError(
+            f"the checkpoint in {out_dir} holds another model "
+            f"({', '.join(f'{k}: {saved_model.get(k)!r} -> {model_settings.get(k)!r}' for k in changed)}); "
+            f"{_START_OVER}")
+    saved_key = parts.document["loop"].get("data")
+    if data_key is not None and saved_key is not None and saved_key != data_key:
+        raise ValueError(f"the checkpoint in {out_dir} was trained on other data or example settings; "
+                         f"{_START_OVER}")
     try:
         state, best_state = checkpoint.apply_checkpoint(parts, model, optimizer)
     except RuntimeError as err:  # load_state_dict: the checkpoint's tensors have other names or shapes
         raise ValueError(
             f"the checkpoint in {out_dir} holds another model (other layers or vocabulary sizes: "
-            f"{str(err).strip().splitlines()[-1].strip()}); train into another directory, or delete "
-            f"{checkpoint.checkpoint_dir(out_dir)} (resume=False) to start over"
+            f"{str(err).strip().splitlines()[-1].strip()}); {_START_OVER}"
         ) from err
     run = _Run(history=History.from_dict(state["history"]), step=state["step"],
                epochs_without_improvement=state["epochs_without_improvement"])

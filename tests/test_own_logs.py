@@ -1,0 +1,109 @@
+"""A user's own small log through the command line: what a new user hits first.
+
+Each test writes a tiny log of its own (string ids, 30 users, 40 items) and checks that the
+command does the right thing or fails with one clear line, never a traceback.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ytdnn.cli import main
+
+TINY = ["--set", "train.max_epochs=2", "--set", "train.patience=null", "--set", "ranker_train.max_epochs=1",
+        "--set", "candidates.embedding_dim=8", "--set", "candidates.output_dim=8", "--set", "depth=0",
+        "--set", "ranker.tower=16", "--set", "num_negatives=20", "--set", "impressions.requests_per_user=2",
+        "--set", "train.progress=false", "--set", "ranker_train.progress=false"]
+
+
+def log(seed: int = 0, users: int = 30, items: int = 40, per_user: int = 8) -> dict:
+    """Each user watches ``per_user`` distinct items, a minute apart."""
+    rng = np.random.default_rng(seed)
+    rows = {"user_id": [], "item_id": [], "timestamp": [], "watch_time": []}
+    for u in range(users):
+        for j, item in enumerate(rng.choice(items, per_user, replace=False)):
+            rows["user_id"].append(f"u-{u}")
+            rows["item_id"].append(f"item {item}")
+            rows["timestamp"].append(1_600_000_000 + u * 1_000 + j * 60)
+            rows["watch_time"].append(float(rng.integers(1, 300)))
+    return rows
+
+
+def write(directory, rows: dict, **tables) -> str:
+    from ytdnn.data.schema import Dataset
+
+    Dataset(pa.table(rows), **tables).save(directory)
+    return str(directory)
+
+
+def test_training_into_a_used_directory_resumes_only_the_same_run(tmp_path, capsys):
+    first, other = write(tmp_path / "a", log(0)), write(tmp_path / "b", log(5))
+    out = str(tmp_path / "model")
+    assert main(["train", "all", "--data", first, "--out", out, *TINY, "--sources", "cooc:10"]) == 0
+    assert (tmp_path / "model" / "sources.json").exists()
+    capsys.readouterr()
+    # another log into the same directory: refused, not resumed from the first log's weights
+    assert main(["train", "all", "--data", other, "--out", out, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "trained on other data" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    # another model on the same data: refused, naming the setting
+    assert main(["train", "all", "--data", first, "--out", out, *TINY, "--set", "ranker.tower=8",
+                 "--sources", "cooc:10"]) == 2
+    assert "holds another model (tower: '16' -> '8')" in capsys.readouterr().err
+    # --overwrite starts over: the same model as in an empty directory, and no stale source left
+    assert main(["train", "all", "--data", other, "--out", out, *TINY, "--overwrite"]) == 0
+    assert main(["train", "all", "--data", other, "--out", str(tmp_path / "fresh"), *TINY]) == 0
+    for stage in ("candidates/candidate.safetensors", "ranker/ranker.safetensors"):
+        assert (tmp_path / "model" / stage).read_bytes() == (tmp_path / "fresh" / stage).read_bytes()
+    assert not (tmp_path / "model" / "sources.json").exists() and not (tmp_path / "model" / "sources").exists()
+    capsys.readouterr()
+    assert main(["recommend", "--model", out, "--user", "u-3", "--k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+@pytest.fixture(scope="module")
+def watched_everything(tmp_path_factory):
+    """A two-stage model on a log where user "all" has watched every item."""
+    rows = log(0)
+    for item in range(40):
+        rows["user_id"].append("all")
+        rows["item_id"].append(f"item {item}")
+        rows["timestamp"].append(1_600_100_000 + item)
+        rows["watch_time"].append(10.0)
+    root = tmp_path_factory.mktemp("all")
+    out = root / "model"
+    assert main(["train", "all", "--data", write(root / "data", rows), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_a_user_who_watched_every_item_gets_an_empty_list(watched_everything, capsys):
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(watched_everything), "--user", "all", "--k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "nothing to recommend to user 'all'" in captured.err
+
+
+def test_the_server_answers_an_empty_list_to_a_user_who_watched_every_item(watched_everything, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ytdnn.serve.app import create_app
+
+    with TestClient(create_app(watched_everything, events=tmp_path / "events.sqlite")) as client:
+        answer = client.get("/recommend/all?k=3")
+        assert answer.status_code == 200 and answer.json()["items"] == []
+        assert len(client.get("/recommend/u-3?k=3").json()["items"]) == 3
+
+
+def test_a_user_id_of_the_wrong_type_is_one_clear_line(tmp_path, capsys):
+    rows = log(0)
+    rows["user_id"] = [int(u[2:]) for u in rows["user_id"]]
+    out = str(tmp_path / "model")
+    assert main(["train", "candidates", "--data", write(tmp_path / "d", rows), "--out", out, *TINY]) == 0
+    for user, message in [("abc", "--user: expected an int id, got 'abc' (this model's user ids are ints)"),
+                          ("99999999999999999999", "does not fit in int64")]:
+        capsys.readouterr()
+        assert main(["retrieve", "--model", out, "--user", user]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert main(["retrieve", "--model", out, "--user", "3", "--k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
