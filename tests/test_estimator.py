@@ -94,6 +94,17 @@ def test_unknown_users_and_items_get_the_documented_fallbacks(fitted, data):
     assert got.tolist() == pytest.approx([item_mean, user_mean, train["ratings"].mean()])
 
 
+def test_ids_are_read_in_the_models_id_type_as_the_server_reads_them(fitted):
+    assert fitted.predict("7", "3") == fitted.predict(7, 3)  # "7" on a model of int ids is user 7
+    assert fitted.recommend(" 7", top_k=5) == fitted.recommend(7, top_k=5)
+    assert fitted.batch_predict([]).shape == (0,)
+    # text that is no int is an id the model cannot know: the documented fallback, as for 999
+    assert fitted.predict("abc", 3) == fitted.predict(999, 3)
+    assert fitted.recommend("abc", top_k=5) == fitted.recommend(12345, top_k=5)
+    with pytest.raises(ValueError, match="the log is empty"):
+        YouTubeDNN(**SMALL).fit(user_ids=[], item_ids=[])
+
+
 def test_recommend_forms_and_the_recommender_agree(fitted):
     rec = fitted.recommender_
     assert isinstance(rec, Recommender)

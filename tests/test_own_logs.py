@@ -107,3 +107,64 @@ def test_a_user_id_of_the_wrong_type_is_one_clear_line(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1
     assert main(["retrieve", "--model", out, "--user", "3", "--k", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+def test_a_log_with_some_timestamps_missing_is_refused_up_front(tmp_path, capsys):
+    rows = log(0)
+    rows["timestamp"][3] = rows["timestamp"][50] = None
+    data = write(tmp_path / "d", rows)
+    assert main(["data", "validate", data]) == 2
+    err = capsys.readouterr().err
+    assert "watches.parquet, line 4, column 'timestamp': missing value (2 of 240 rows have none" in err
+    rows["timestamp"] = [None] * len(rows["user_id"])  # none at all: an unordered log
+    assert main(["data", "validate", write(tmp_path / "unordered", rows)]) == 0
+
+
+def test_a_log_without_pages_for_the_ranker_says_why(tmp_path, capsys):
+    rows = log(0, per_user=1)  # one watch per user: no request has a later watch
+    data = write(tmp_path / "d", rows)
+    assert main(["train", "all", "--data", data, "--out", str(tmp_path / "m"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ytdnn: error: the ranker has no pages to learn from") and "train candidates" in err
+
+
+def test_a_zero_width_setting_is_one_clear_line(capsys):
+    for setting, message in [("candidates.embedding_dim=0", "embedding_dim and output_dim must be >= 1"),
+                             ("tower_widths=[8,0]", "tower_widths must be >= 1 each"),
+                             ("candidates.dropout=1.5", "dropout must be in [0, 1)")]:
+        assert main(["config", "show", "--set", setting]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_time_columns_are_whole_seconds_however_they_arrive(tmp_path):
+    import pandas as pd
+
+    from ytdnn.data.schema import Dataset
+    from ytdnn.datasets import as_dataset
+
+    ms = pa.array([1_600_000_000_123, 1_600_000_060_999], pa.timestamp("ms"))
+    table = pa.table({"user_id": [1, 2], "item_id": [1, 2], "timestamp": ms})
+    assert Dataset(table).validate().watches["timestamp"].to_pylist() == [1_600_000_000, 1_600_000_060]
+    Dataset(table).save(tmp_path / "d")
+    assert Dataset.load(tmp_path / "d").watches["timestamp"].to_pylist() == [1_600_000_000, 1_600_000_060]
+    series = pd.Series(pd.to_datetime([1_600_000_000_123, 1_600_000_060_999], unit="ms"))
+    assert as_dataset(user_ids=[1, 2], item_ids=[1, 2], timestamps=series).watches["timestamp"].to_pylist() == \
+        [1_600_000_000, 1_600_000_060]
+
+
+def test_zero_padded_ids_in_a_csv_stay_distinct(tmp_path):
+    from ytdnn.data.readers import read_dataset
+
+    (tmp_path / "watches.csv").write_text("user_id,item_id,timestamp,watch_time\n007,1,1,10\n7,2,2,5\n")
+    watches = read_dataset(tmp_path).watches
+    assert watches["user_id"].to_pylist() == ["007", "7"] and watches["item_id"].to_pylist() == [1, 2]
+
+
+def test_a_rating_column_that_is_not_read_is_named(tmp_path, capsys):
+    rows = log(0)
+    rows["rating"] = rows.pop("watch_time")
+    data = write(tmp_path / "d", rows)
+    with pytest.warns(UserWarning, match="'rating' column and no 'watch_time': the rating is not read"):
+        assert main(["data", "validate", data]) == 0
+    assert main(["data", "validate", str(tmp_path / "nothing")]) == 2
+    assert "no such data directory" in capsys.readouterr().err

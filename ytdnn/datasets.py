@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ytdnn.data.schema import SCHEMAS, DataError, Dataset, validate_table
+from ytdnn.data.schema import SCHEMAS, DataError, Dataset, unix_seconds, validate_table
 
 MOVIELENS = ("ml-100k", "ml-1m", "ml-latest")  # the names load_movielens knows
 RATING = "rating"  # the watches column that holds an explicit rating (the front door's ratings)
@@ -225,7 +225,7 @@ def _timestamps(array: pa.Array) -> pa.Array:
     if array.null_count:
         raise ValueError(f"timestamps: missing value at row {_first(pc.is_null(array))}")
     if pa.types.is_timestamp(array.type) or pa.types.is_date(array.type):
-        return array.cast(pa.timestamp("s")).cast(pa.int64())
+        return unix_seconds(array)
     return pa.array(as_numbers(array, "timestamps").astype(np.int64))
 
 

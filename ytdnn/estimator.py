@@ -251,7 +251,9 @@ class YouTubeDNN:
 
         start = time.perf_counter()
         watches = data.watches
-        ordered = has_timestamps(watches) and len(watches) > 0
+        if not len(watches):
+            raise ValueError("the log is empty: fit needs at least one (user, item) pair")
+        ordered = has_timestamps(watches)
         ratings = watches.column(RATING).to_numpy(zero_copy_only=False) if RATING in watches.column_names else None
         num_users = len(pc.unique(watches.column("user_id")))
         configs = self.configs(ordered=ordered, ratings=ratings is not None, num_users=num_users)
@@ -331,7 +333,8 @@ class YouTubeDNN:
         Unknown ids get a defined answer, never an exception: a user the model has no row for
         (neither ratings nor features at fit) gets the item's mean training rating (or watch
         time), an item out of the vocabulary the user's mean, and when both are unknown the
-        global mean. A user known only by features is scored by the model from them.
+        global mean. A user known only by features is scored by the model from them. Ids are read
+        in the model's id type, as the server reads them: 7 and "7" are one id.
         """
         self._check_fitted()
         user_ids, item_ids = _pair_columns(pairs, "pairs")
@@ -361,7 +364,7 @@ class YouTubeDNN:
                         return_scores: bool = False) -> list[list]:
         """``recommend`` for each of B users -> B lists."""
         self._check_fitted()
-        users = list(as_ids(user_ids, "user_ids").to_pylist())
+        users = _model_ids(self.recommender_.candidates.featurizer_.users_, as_ids(user_ids, "user_ids")).to_pylist()
         if exclude_seen:
             recs = self.recommender_.recommend_batch(users, top_k)
             lists = [(r.item_ids, r.scores) for r in recs]
@@ -582,11 +585,22 @@ def _extract(archive: Path, into: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def _model_ids(vocab, ids: pa.Array) -> pa.Array:
+    """``ids`` in the model's id type, as the server reads them (``serve.events.coerce_id``): ints
+    as their decimal text for a model of str ids; for a model of int ids, each text that is an
+    int literal as that int, any other text null (an id the model cannot know)."""
+    if ids.type == vocab.token_array.type or not len(ids):
+        return ids.cast(vocab.token_array.type)
+    if vocab.token_type_ == "str":
+        return ids.cast(pa.string())
+    text = pc.utf8_trim_whitespace(ids)
+    literal = pc.match_substring_regex(text, r"^[+-]?\d{1,18}$")
+    return pc.if_else(literal, pc.cast(pc.if_else(literal, text, "0"), pa.int64()), pa.scalar(None, pa.int64()))
+
+
 def _encode(vocab, ids: pa.Array) -> np.ndarray:
-    """Vocabulary ids [N] of ``ids``; ids of the other type (strings for int ids) are unknown, 0."""
-    if ids.type != vocab.token_array.type and len(ids):
-        return np.zeros(len(ids), np.int64)
-    return vocab.encode(ids)
+    """Vocabulary ids [N] of ``ids`` (``_model_ids``); unknown ids are 0."""
+    return vocab.encode(_model_ids(vocab, ids))
 
 
 def _means(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:

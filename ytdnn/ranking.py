@@ -118,6 +118,11 @@ class Ranker:
         of each impression the ranker reads; serving must then pass their view of every
         candidate (``rank_candidates(view=...)``).
         """
+        if not len(impressions):
+            raise ValueError(
+                "the ranker has no pages to learn from: a built page needs a user with a later watch than its "
+                "request (two or more watches at distinct times; on an unordered log, two or more items), and "
+                "this log has none; train the candidate generator alone (ytdnn train candidates)")
         streams = self.streams(generator, watches, searches, users)
         watched = watches.column("item_id") if watches is not None else _watched_ids(generator)
         item_ids = pa.chunked_array(watched.chunks + impressions.column("item_id").chunks)

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ytdnn.data.schema import DataError, TableSchema, validate_table
+from ytdnn.data.schema import DataError, TableSchema, unix_seconds, validate_table
 
 _TRUE = pa.array(["true", "t", "yes", "y", "1"])
 _FALSE = pa.array(["false", "f", "no", "n", "0"])
@@ -57,7 +57,7 @@ class Spec:
     kind: str
     required: bool = False  # a missing value is a bad row
     nonnegative: bool = False
-    ids: str = "auto"  # for kind "id": "auto" (int64 if every id is an integer), "int" or "string"
+    ids: str = "auto"  # for kind "id": "auto" (int64 if every id is an integer, none zero-padded), "int" or "string"
     delimiter: str = "|"  # for kind "list"
     date_format: str = "%d-%b-%Y"  # for kind "date"
 
@@ -350,7 +350,9 @@ def _from_text(text: pa.Array, spec: Spec) -> tuple[pa.Array, list]:
         if spec.ids == "string":
             return stripped, []
         values, found = _parse_ints(stripped, present)
-        return (values, []) if not any(mask.any() for mask, _ in found) else (stripped, [])
+        # "007" and "7" are two ids: as ints they would merge, so zero-padded ids stay text
+        padded = pc.any(pc.match_substring_regex(stripped, r"^-?0[0-9]")).as_py()
+        return (values, []) if not padded and not any(mask.any() for mask, _ in found) else (stripped, [])
     if kind == "float":
         return _parse_floats(stripped, present)
     if kind == "bool":
@@ -393,6 +395,10 @@ def _non_finite(values: pa.Array) -> list:
     return [(~_mask(pc.is_finite(values)) & _mask(pc.is_valid(values)), "not a finite number")]
 
 
+_NULL_TYPES = {"int": pa.int64(), "id": pa.int64(), "date": pa.int64(), "float": pa.float64(),
+               "bool": pa.bool_(), "string": pa.string(), "list": pa.list_(pa.string())}
+
+
 def _from_typed(values: pa.Array, spec: Spec, file: str, column: str) -> tuple[pa.Array, list]:
     t, kind = values.type, spec.kind
     numeric = (
@@ -403,12 +409,14 @@ def _from_typed(values: pa.Array, spec: Spec, file: str, column: str) -> tuple[p
     )
     if kind == "infer":
         return values, []
+    if pa.types.is_null(t):  # no value at all (pandas writes an all-None column so): nulls of the kind's type
+        return pa.nulls(len(values), _NULL_TYPES[kind]), []
     if kind == "id" and (spec.ids == "string" or not numeric):
         kind = "string"
     if kind == "string" and not pa.types.is_nested(t):
         return values.cast(pa.string()), []
     if pa.types.is_timestamp(t) and kind in ("int", "date"):
-        return values.cast(pa.timestamp("s"), safe=False).cast(pa.int64()), []  # Unix seconds
+        return unix_seconds(values), []
     if kind in ("int", "id", "date") and numeric:
         values, bad = _cast_each(values, pa.int64())
         return values, [(bad, "not an integer")]

@@ -28,6 +28,7 @@ from Parquet or from a table built in Python.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class Column:
     type: pa.DataType | str  # ID for id columns
     required: bool = True
     nullable: bool = False
+    all_or_none: bool = False  # nullable, but null on every row or on none, never on some
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ WATCHES = TableSchema(
     (
         Column("user_id", ID),
         Column("item_id", ID),
-        Column("timestamp", pa.int64(), nullable=True),  # null everywhere = unordered log
+        Column("timestamp", pa.int64(), nullable=True, all_or_none=True),  # null everywhere = unordered log
         Column("watch_time", pa.float64(), required=False),
     ),
 )
@@ -166,6 +168,12 @@ def _is_id_type(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def unix_seconds(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A timestamp or date column as int64 whole seconds (sub-second parts dropped), as every
+    time column is stored."""
+    return col.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+
+
 def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path = "<table>") -> pa.Table:
     """Check ``table`` against ``schema``; return it with columns cast to the canonical types.
 
@@ -191,12 +199,15 @@ def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path =
                 raise DataError(f"id column has type {col.type}; expected integer or string", file=source, column=name)
         elif col.type != spec.type:
             try:
-                col = col.cast(spec.type)
+                is_time = pa.types.is_timestamp(col.type) or pa.types.is_date(col.type)
+                col = unix_seconds(col) if is_time and spec.type == pa.int64() else col.cast(spec.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise DataError(f"cannot read as {spec.type}: {err}", file=source, column=name) from None
-        if not spec.nullable and col.null_count:
+        if (not spec.nullable or spec.all_or_none and col.null_count < len(col)) and col.null_count:
             row = pc.index(pc.is_null(col), True).as_py()
-            raise DataError("missing value", file=source, line=row + 1, column=name)
+            reason = (f"missing value ({col.null_count:,} of {len(col):,} rows have none; a log has it on every "
+                      "row, or on none for an unordered log)") if spec.nullable else "missing value"
+            raise DataError(reason, file=source, line=row + 1, column=name)
         columns[name] = col
     out = pa.table(columns)
     if "watch_time" in out.column_names:
@@ -249,9 +260,7 @@ def feature_column(col: pa.ChunkedArray, name: str, source: str | Path = "<table
             f"a feature column must be numeric, text or a list of text; got {t}", file=source, column=name
         )
     try:
-        if pa.types.is_timestamp(t) or pa.types.is_date(t):
-            col = col.cast(pa.timestamp("s"), safe=False)  # whole seconds, as every time column
-        col = col.cast(target)
+        col = unix_seconds(col) if pa.types.is_timestamp(t) or pa.types.is_date(t) else col.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise DataError(f"cannot read as {target}: {err}", file=source, column=name) from None
     if pa.types.is_floating(col.type):
@@ -352,6 +361,8 @@ class Dataset:
         from ytdnn.data.readers import read_parquet  # readers imports this module
 
         directory = Path(directory)
+        if not directory.is_dir():
+            raise DataError("no such data directory", file=directory)
         if not (directory / "watches.parquet").exists():
             raise DataError("no watches.parquet in the data directory", file=directory)
         tables = {
@@ -359,4 +370,9 @@ class Dataset:
             for t in TABLES
             if (directory / f"{t}.parquet").exists()
         }
+        watches = tables["watches"].column_names
+        if "rating" in watches and "watch_time" not in watches:
+            warnings.warn(f"{directory / 'watches.parquet'} has a 'rating' column and no 'watch_time': the rating "
+                          "is not read; to weight the ranker's positives by it (as `ytdnn data movielens` does), "
+                          "name the column watch_time", UserWarning, stacklevel=2)
         return cls(**tables, name=name or directory.name)._check_id_types()

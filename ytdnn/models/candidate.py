@@ -39,6 +39,12 @@ class CandidateConfig(Config):
     use_example_age: bool = True
 
     def validate(self) -> None:
+        if self.embedding_dim < 1 or self.output_dim < 1:
+            raise ValueError(f"embedding_dim and output_dim must be >= 1, got {self.embedding_dim} and {self.output_dim}")
+        if self.tower_widths is not None and min(self.tower_widths, default=1) < 1:
+            raise ValueError(f"tower_widths must be >= 1 each, got {list(self.tower_widths)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tower_widths is None and self.depth not in DEPTH_PRESETS:
             raise ValueError(f"depth must be one of {sorted(DEPTH_PRESETS)}, got {self.depth}")
         if self.tied_item_embeddings and self.embedding_dim != self.output_dim:
