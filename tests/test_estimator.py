@@ -193,12 +193,12 @@ def test_unfitted_use_says_fit_first():
 # ---- save / load -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["model", "model.zip", "model.pkl"])
+@pytest.mark.parametrize("name", ["model", "model.zip", "model.pkl", "new/folders/model.pkl"])
 def test_save_load_gives_identical_predictions_and_recommendations(fitted, data, tmp_path, name):
     _, test = data
     pairs = np.stack([test["user_ids"], test["item_ids"]], axis=1)
     path = fitted.save(tmp_path / name)
-    assert path.is_dir() == (name == "model")
+    assert path.is_dir() == (name == "model")  # a file's missing folders are made, as a directory's
     for again in (YouTubeDNN.load(path), ytdnn.load(path)):
         assert np.array_equal(again.batch_predict(pairs), fitted.batch_predict(pairs))
         assert again.recommend_batch([0, 5, 9], 8) == fitted.recommend_batch([0, 5, 9], 8)

@@ -167,4 +167,14 @@ def test_a_rating_column_that_is_not_read_is_named(tmp_path, capsys):
     with pytest.warns(UserWarning, match="'rating' column and no 'watch_time': the rating is not read"):
         assert main(["data", "validate", data]) == 0
     assert main(["data", "validate", str(tmp_path / "nothing")]) == 2
-    assert "no such data directory" in capsys.readouterr().err
+    assert "the data directory does not exist" in capsys.readouterr().err
+
+
+def test_a_csv_with_another_separator_says_so_and_reads_with_delimiter(tmp_path):
+    from ytdnn.data.readers import read_dataset
+    from ytdnn.data.schema import DataError
+
+    (tmp_path / "watches.csv").write_text("user_id;item_id;timestamp\n1;2;3\n4;5;6\n")
+    with pytest.raises(DataError, match="the header is one column, 'user_id;item_id;timestamp': separated by ';'"):
+        read_dataset(tmp_path)
+    assert read_dataset(tmp_path, delimiter=";").watches["item_id"].to_pylist() == [2, 5]

@@ -491,6 +491,7 @@ class YouTubeDNN:
         self._check_fitted()
         path = Path(path)
         if path.suffix and not path.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)  # as a directory's save makes its parents
             with tempfile.TemporaryDirectory() as tmp:
                 self._save_dir(Path(tmp) / "model")
                 partial = path.with_name(path.name + ".partial")

@@ -326,10 +326,12 @@ def read_dataset(
     ids: str = "auto",
     skip_bad_rows: bool = False,
     name: str | None = None,
+    delimiter: str = ",",
 ) -> Dataset:
     """Read ``<directory>/<table>.parquet`` or ``<table>.csv`` for each canonical table present.
 
     columns: table name -> that table's column mapping. Skipped rows go to ``Dataset.skipped_rows``.
+    delimiter: the CSV files' field separator (";", "\t", ...).
     """
     directory, tables, skipped = Path(directory), {}, []
     for table in TABLES:
@@ -342,7 +344,7 @@ def read_dataset(
                 )
             elif (path := directory / f"{table}.csv").exists():
                 tables[table] = read_csv(
-                    path, table, mapping, ids=ids, skip_bad_rows=skip_bad_rows, skipped=skipped
+                    path, table, mapping, delimiter=delimiter, ids=ids, skip_bad_rows=skip_bad_rows, skipped=skipped
                 )
     if "watches" not in tables:
         raise DataError("no watches.parquet or watches.csv in the data directory", file=directory)

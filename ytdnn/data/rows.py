@@ -176,8 +176,11 @@ class Rows:
         self.file_names = dict(zip(names, present, strict=True))
         for name in schema.required:
             if name not in names:
+                # one column whose name holds the others: the file has another separator
+                other = next((d for d in (";", "\t", "|") if len(names) == 1 and d in names[0]), None)
+                hint = f" (the header is one column, {names[0]!r}: separated by {other!r}? pass delimiter=)" if other else ""
                 raise DataError(
-                    f"missing required column of table {schema.name!r}",
+                    f"missing required column of table {schema.name!r}{hint}",
                     file=self.file,
                     line=self.header_line,
                     column=name,

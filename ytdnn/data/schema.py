@@ -362,7 +362,7 @@ class Dataset:
 
         directory = Path(directory)
         if not directory.is_dir():
-            raise DataError("no such data directory", file=directory)
+            raise DataError("no watches.parquet: the data directory does not exist", file=directory)
         if not (directory / "watches.parquet").exists():
             raise DataError("no watches.parquet in the data directory", file=directory)
         tables = {

@@ -216,6 +216,9 @@ def table_columns(
     needs an order. ``by_user``: rows sorted by (user_id, timestamp), ties kept in table order,
     which leaves every history unchanged but makes index inserts sequential.
     """
+    if "timestamp" in table.column_names and table.column("timestamp").null_count:
+        raise EventError("missing timestamp (a history needs an order)", table=schema.name,
+                         index=pc.index(pc.is_null(table.column("timestamp")), True).as_py(), field="timestamp")
     table = validate_table(table, schema, source=f"<bulk_load {schema.name}>")
     kind = Watch if schema is WATCHES else Search
     columns: dict[str, pa.ChunkedArray] = {}
@@ -231,14 +234,6 @@ def table_columns(
                 raise EventError(
                     f"cannot read as {id_type} ids: {err}", table=schema.name, field=name
                 ) from None
-        if name == "timestamp" and col.null_count:
-            row = pc.index(pc.is_null(col), True).as_py()
-            raise EventError(
-                "missing timestamp (a history needs an order)",
-                table=schema.name,
-                index=row,
-                field=name,
-            )
         columns[name] = col
     events = pa.table(columns)
     if by_user:
