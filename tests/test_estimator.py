@@ -161,7 +161,8 @@ def test_unknown_arguments_are_type_errors_naming_them():
 
 
 @pytest.mark.parametrize(("arrays", "message"), [
-    ({"user_ids": [1, 2, 3], "item_ids": [1, 2], "ratings": [1.0, 2.0, 3.0]}, "different lengths"),
+    ({"user_ids": [1, 2, 3], "item_ids": [1, 2], "ratings": [1.0, 2.0, 3.0]},
+     r"different lengths: \{'user_ids': 3, 'item_ids': 2, 'ratings': 3\}$"),  # only the arrays given
     ({"user_ids": [1.0, float("nan")], "item_ids": [1, 2]}, "user_ids: NaN id at row 1"),
     ({"user_ids": [1, 2], "item_ids": [1, None]}, "item_ids: missing id at row 1"),
     ({"user_ids": [1, 2], "item_ids": [1, 2], "ratings": [4.0, float("nan")]}, "ratings: NaN .* row 1"),
@@ -170,6 +171,15 @@ def test_unknown_arguments_are_type_errors_naming_them():
 def test_bad_arrays(arrays, message):
     with pytest.raises(ValueError, match=message):
         YouTubeDNN().fit(**arrays)
+
+
+def test_category_ids_are_read_as_their_values():
+    import pandas as pd
+
+    from ytdnn.datasets import as_dataset
+
+    users = pd.Series(["a", "b", "a"]).astype("category")
+    assert as_dataset(user_ids=users, item_ids=[1, 2, 3]).watches["user_id"].to_pylist() == ["a", "b", "a"]
 
 
 def test_a_table_missing_a_column_is_named():

@@ -6,6 +6,7 @@ command does the right thing or fails with one clear line, never a traceback.
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ytdnn.cli import main
@@ -59,6 +60,11 @@ def test_training_into_a_used_directory_resumes_only_the_same_run(tmp_path, caps
     capsys.readouterr()
     assert main(["recommend", "--model", out, "--user", "u-3", "--k", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    # a served directory's event store is kept (it holds posted events), and training says so
+    (tmp_path / "model" / "events.sqlite").write_bytes(b"")
+    assert main(["train", "all", "--data", other, "--out", out, *TINY, "--overwrite"]) == 0
+    assert "events.sqlite (the server's event store) is kept" in capsys.readouterr().err
+    assert (tmp_path / "model" / "events.sqlite").exists()
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +184,13 @@ def test_a_csv_with_another_separator_says_so_and_reads_with_delimiter(tmp_path)
     with pytest.raises(DataError, match="the header is one column, 'user_id;item_id;timestamp': separated by ';'"):
         read_dataset(tmp_path)
     assert read_dataset(tmp_path, delimiter=";").watches["item_id"].to_pylist() == [2, 5]
+
+
+def test_an_unsigned_id_beyond_int64_is_named_out_of_range(tmp_path):
+    from ytdnn.data.schema import DataError, Dataset
+
+    (tmp_path / "d").mkdir()
+    table = pa.table({"user_id": pa.array([1, 2**63], pa.uint64()), "item_id": [1, 2], "timestamp": [1, 2]})
+    pq.write_table(table, tmp_path / "d" / "watches.parquet")
+    with pytest.raises(DataError, match="row 2, column 'user_id': integer out of range: 9223372036854775808"):
+        Dataset.load(tmp_path / "d")

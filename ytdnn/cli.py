@@ -104,6 +104,7 @@ def _train_candidates(args: argparse.Namespace) -> int:
     last = gen.history_.epochs[-1]
     print(f"trained {len(gen.history_.epochs)} epochs ({last['examples_per_second']:.0f} examples/s, "
           f"final loss {last['train_loss']:.4f}); model written to {args.out}")
+    _note_event_store(args.out)
     return 0
 
 
@@ -184,6 +185,7 @@ def _train_ranker(args: argparse.Namespace) -> int:
     last = rec.ranker.history_.epochs[-1]
     print(f"trained the ranker {len(rec.ranker.history_.epochs)} epochs (final loss {last['train_loss']:.4f}); "
           f"written to {args.out or Path(args.model) / 'ranker'}")
+    _note_event_store(args.out or args.model)
     return 0
 
 
@@ -208,7 +210,18 @@ def _train_all(args: argparse.Namespace) -> int:
         return 0
     _print_selection(rec.candidates)
     print(f"trained the candidate generator and the ranker; model written to {args.out}")
+    _note_event_store(args.out)
     return 0
+
+
+def _note_event_store(model_dir: str | Path) -> None:
+    """A model trained into a served directory: its event store stays, with the history it holds."""
+    from ytdnn.serve.seed import STORE_FILE
+
+    if (Path(model_dir) / STORE_FILE).exists():
+        print(f"note: {Path(model_dir) / STORE_FILE} (the server's event store) is kept: `ytdnn serve` reads "
+              "each user's history from it, seeded from the model it was created for, plus every event posted "
+              "since; delete it to seed a new one from this model", file=sys.stderr)
 
 
 def _writes() -> bool:

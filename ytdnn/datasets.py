@@ -136,6 +136,8 @@ def as_ids(value: Any, what: str) -> pa.Array:
     """Ids as int64 or string; a float column of whole numbers (pandas with NaN) becomes int64.
     Missing, NaN or fractional ids are a ValueError naming the row."""
     array = as_array(value, what)
+    if pa.types.is_dictionary(array.type):  # pandas' category dtype
+        array = array.dictionary_decode()
     if array.null_count:
         raise ValueError(f"{what}: missing id at row {_first(pc.is_null(array))}")
     if pa.types.is_floating(array.type):
@@ -200,7 +202,10 @@ def as_dataset(user_ids=None, item_ids=None, ratings=None, timestamps=None, watc
         columns[RATING] = pa.array(as_numbers(ratings, "ratings"))
         if watch_times is None:
             columns["watch_time"] = pa.array(np.maximum(as_numbers(ratings, "ratings"), 0.0))
-    lengths = {name: len(c) for name, c in columns.items()}
+    given = {"user_id": "user_ids", "item_id": "item_ids", "timestamp": "timestamps", "watch_time": "watch_times",
+             RATING: "ratings"}
+    lengths = {given[name]: len(c) for name, c in columns.items()
+               if not (name == "timestamp" and timestamps is None or name == "watch_time" and watch_times is None)}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"arrays of different lengths: {lengths}")
     tables = {"watches": _ordered(pa.table(columns))}

@@ -422,7 +422,7 @@ def _from_typed(values: pa.Array, spec: Spec, file: str, column: str) -> tuple[p
         return unix_seconds(values), []
     if kind in ("int", "id", "date") and numeric:
         values, bad = _cast_each(values, pa.int64())
-        return values, [(bad, "not an integer")]
+        return values, [(bad, "integer out of range" if pa.types.is_integer(t) else "not an integer")]
     if kind == "float" and numeric:
         values, bad = _cast_each(values, pa.float64())
         return values, [(bad, "not a number"), *_non_finite(values)]

@@ -53,7 +53,7 @@ from ytdnn.serve.events import (
 )
 from ytdnn.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
 from ytdnn.serve.protocol import RequestLimitMiddleware
-from ytdnn.serve.seed import model_id_type, open_event_store
+from ytdnn.serve.seed import STORE_FILE, model_id_type, open_event_store
 
 log = logging.getLogger("ytdnn.serve")
 DEFAULT_K = 10  # items per recommendation when a request names no k
@@ -99,7 +99,7 @@ def create_app(model_dir: str | Path | ServingModel, events: EventStore | str | 
     model = model_dir if isinstance(model_dir, ServingModel) else ServingModel(model_dir, config)
     owns_store = not isinstance(events, EventStore)
     if owns_store:
-        path = events if events is not None else model.model_dir / "events.sqlite"
+        path = events if events is not None else model.model_dir / STORE_FILE
         events, seeded = open_event_store(path, model.recommender, data_dir, seed)
         if seeded:
             log.info("seeded the event store %s: %s", path, seeded)

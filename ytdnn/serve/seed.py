@@ -37,6 +37,7 @@ from ytdnn.serve.events import EventStore, IdType
 
 log = logging.getLogger("ytdnn.serve")
 SEED_MARK = "seed"  # meta key of a finished store: JSON {"seeded": {table: rows}, "source": ...}
+STORE_FILE = "events.sqlite"  # the server's event store, in the model directory unless told otherwise
 
 
 def oov_placeholder(vocab) -> int | str:
