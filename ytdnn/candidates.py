@@ -155,7 +155,7 @@ class CandidateGenerator:
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, on_log=on_log,
             num_examples=len(stream) if prepared is not None else examples.num_examples_per_epoch(),
-            data_key=self._data_key(prepared), model_settings=self.model_cfg.to_dict(),
+            data_key=None if out_dir is None else self._data_key(prepared), model_settings=self.model_cfg.to_dict(),
         )
         self.model_.eval()
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)

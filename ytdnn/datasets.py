@@ -202,10 +202,9 @@ def as_dataset(user_ids=None, item_ids=None, ratings=None, timestamps=None, watc
         columns[RATING] = pa.array(as_numbers(ratings, "ratings"))
         if watch_times is None:
             columns["watch_time"] = pa.array(np.maximum(as_numbers(ratings, "ratings"), 0.0))
-    given = {"user_id": "user_ids", "item_id": "item_ids", "timestamp": "timestamps", "watch_time": "watch_times",
-             RATING: "ratings"}
-    lengths = {given[name]: len(c) for name, c in columns.items()
-               if not (name == "timestamp" and timestamps is None or name == "watch_time" and watch_times is None)}
+    given = (("user_ids", "user_id", user_ids), ("item_ids", "item_id", item_ids), ("timestamps", "timestamp", timestamps),
+             ("watch_times", "watch_time", watch_times), ("ratings", RATING, ratings))
+    lengths = {arg: len(columns[name]) for arg, name, value in given if value is not None}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"arrays of different lengths: {lengths}")
     tables = {"watches": _ordered(pa.table(columns))}

@@ -219,7 +219,7 @@ class Ranker:
             self.model_, self.train_cfg, batches,
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, num_examples=len(examples), on_log=on_log,
-            data_key=data_fingerprint(examples), model_settings=self.model_cfg.to_dict(),
+            data_key=None if out_dir is None else data_fingerprint(examples), model_settings=self.model_cfg.to_dict(),
         )
         self.model_.eval()
         return self

@@ -203,7 +203,7 @@ def validate_table(table: pa.Table, schema: TableSchema, *, source: str | Path =
                 col = unix_seconds(col) if is_time and spec.type == pa.int64() else col.cast(spec.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise DataError(f"cannot read as {spec.type}: {err}", file=source, column=name) from None
-        if (not spec.nullable or spec.all_or_none and col.null_count < len(col)) and col.null_count:
+        if col.null_count and (not spec.nullable or spec.all_or_none and col.null_count < len(col)):
             row = pc.index(pc.is_null(col), True).as_py()
             reason = (f"missing value ({col.null_count:,} of {len(col):,} rows have none; a log has it on every "
                       "row, or on none for an unordered log)") if spec.nullable else "missing value"
