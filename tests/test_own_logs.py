@@ -194,3 +194,12 @@ def test_an_unsigned_id_beyond_int64_is_named_out_of_range(tmp_path):
     pq.write_table(table, tmp_path / "d" / "watches.parquet")
     with pytest.raises(DataError, match="row 2, column 'user_id': integer out of range: 9223372036854775808"):
         Dataset.load(tmp_path / "d")
+
+
+def test_a_duplicate_in_a_parquet_file_is_placed_by_row(tmp_path):
+    from ytdnn.data.schema import DataError, Dataset
+
+    rows = log(0)
+    write(tmp_path / "d", rows, users=pa.table({"user_id": ["u-1", "u-2", "u-1"], "geo": ["a", "b", "c"]}))
+    with pytest.raises(DataError, match=r"row 3, column 'user_id': duplicate user_id: u-1 \(first on row 1\)"):
+        Dataset.load(tmp_path / "d")

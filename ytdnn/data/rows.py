@@ -226,7 +226,7 @@ class Rows:
 
         def detail(row: int) -> str:
             value = ", ".join(str(self.table.column(k)[row].as_py()) for k in key)
-            return f"{value} (first on line {lines[first[row]]})"
+            return f"{value} (first on {self.unit} {lines[first[row]]})"
 
         self.reject([Problem(duplicate, ",".join(key), f"duplicate {'/'.join(key)}", detail)])
 
