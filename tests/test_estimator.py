@@ -103,6 +103,11 @@ def test_ids_are_read_in_the_models_id_type_as_the_server_reads_them(fitted):
     assert fitted.recommend("abc", top_k=5) == fitted.recommend(12345, top_k=5)
     with pytest.raises(ValueError, match="the log is empty"):
         YouTubeDNN(**SMALL).fit(user_ids=[], item_ids=[])
+    as_ints = pa.table({"user_id": [0, 7], "item_id": [1, 3]})
+    as_text = pa.table({"user_id": ["0", "7"], "item_id": ["1", "3"]})
+    assert fitted.evaluate(as_text, metrics=("HR@10",)) == fitted.evaluate(as_ints, metrics=("HR@10",))
+    with pytest.raises(ValueError, match="test is empty"):
+        fitted.evaluate(as_ints.slice(0, 0))
 
 
 def test_recommend_forms_and_the_recommender_agree(fitted):
@@ -118,6 +123,11 @@ def test_recommend_forms_and_the_recommender_agree(fitted):
     assert set(fitted.recommend(7, top_k=NUM_ITEMS)) < set(everything)
     similar = fitted.similar_items(3, top_k=5)
     assert len(similar) == 5 and 3 not in similar
+    everything_else = fitted.similar_items(3, top_k=10 * NUM_ITEMS)  # the item itself, never
+    assert len(everything_else) == NUM_ITEMS - 1 and 3 not in everything_else
+    assert everything_else[:5] == similar
+    with pytest.raises(ValueError, match="top_k must be an int >= 1"):
+        fitted.similar_items(3, top_k=-3)
     assert len(fitted.similar_items("no such item", top_k=3)) == 3  # the most watched instead
 
 

@@ -135,6 +135,19 @@ def test_pad_bags_layout():
         pad_bags(np.array([7, 8, 9]), np.array([0]), width=2)
 
 
+def test_an_export_over_another_leaves_none_of_its_files(exported, tmp_path):
+    import shutil
+
+    _, _, onnx_dir = exported
+    out = tmp_path / "again"
+    shutil.copytree(onnx_dir, out)
+    assert (out / "ranker.onnx").exists()
+    generator_only = onnx_dir.parent / "model" / "candidates"
+    assert main(["export", "--model", str(generator_only), "--format", "onnx", "--out", str(out)]) == 0
+    assert read_manifest(out)["ranker"] is None and not (out / "ranker.onnx").exists()
+    assert main(["export", "--model", str(generator_only), "--format", "onnx", "--out", str(out / "manifest.json")]) == 2
+
+
 def test_a_broken_export_directory_is_one_line(exported, tmp_path):
     _, _, out = exported
     with pytest.raises(ModelDirError, match="manifest.json: missing"):

@@ -4,6 +4,8 @@ Each test writes a tiny log of its own (string ids, 30 users, 40 items) and chec
 command does the right thing or fails with one clear line, never a traceback.
 """
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -203,3 +205,69 @@ def test_a_duplicate_in_a_parquet_file_is_placed_by_row(tmp_path):
     write(tmp_path / "d", rows, users=pa.table({"user_id": ["u-1", "u-2", "u-1"], "geo": ["a", "b", "c"]}))
     with pytest.raises(DataError, match=r"row 3, column 'user_id': duplicate user_id: u-1 \(first on row 1\)"):
         Dataset.load(tmp_path / "d")
+
+
+def test_evaluate_says_when_the_protocol_leaves_a_stage_empty(tmp_path, capsys):
+    short = write(tmp_path / "short", log(0, per_user=2))  # 2 watches a user: nothing left to validate
+    assert main(["evaluate", "--data", short, "--protocol", "temporal", "--models", "popularity"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ytdnn: error: P-TEMPORAL: this log leaves the valid stage no target to score")
+    rows = log(0)
+    rows["timestamp"] = [1_700_000_000] * len(rows["user_id"])  # one second: no span to cut in time
+    same = write(tmp_path / "same", rows)
+    assert main(["evaluate", "--data", same, "--protocol", "global-time", "--models", "popularity"]) == 2
+    assert "GLOBAL-TIME: this log leaves the valid stage no watch to train on" in capsys.readouterr().err
+    good = write(tmp_path / "good", log(0))
+    assert main(["evaluate", "--data", good, "--protocol", "temporal", "--models", ""]) == 2
+    assert "--models names no model" in capsys.readouterr().err
+    assert main(["evaluate", "--data", good, "--protocol", "temporal", "--models", "popularity",
+                 "--out", str(tmp_path)]) == 2  # checked before the run, not after it
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["evaluate", "--data", good, "--protocol", "temporal", "--models", "popularity",
+                 "--out", str(tmp_path / "new" / "records.json")]) == 0
+    assert json.loads((tmp_path / "new" / "records.json").read_text())[0]["model"] == "popularity"
+
+
+def test_the_ranker_alone_without_impressions_points_to_built_pages(watched_everything):
+    from ytdnn.candidates import CandidateGenerator
+    from ytdnn.models.ranker import RankerConfig
+    from ytdnn.ranking import Ranker
+
+    gen = CandidateGenerator.load(watched_everything / "candidates")
+    with pytest.raises(ValueError, match="got none: on a log without impressions, ytdnn.training.fit_ranker"):
+        Ranker(RankerConfig(tower="16")).fit(gen, None)
+
+
+def test_the_server_refuses_an_event_store_path_or_a_log_that_cannot_be_its(watched_everything, tmp_path):
+    from ytdnn.serve.app import create_app
+
+    (tmp_path / "garbage.sqlite").write_text("not a database")
+    for path, message in [(tmp_path / "garbage.sqlite", "file is not a database"),
+                          (tmp_path / "no" / "such" / "e.sqlite", "its folder does not exist"),
+                          (tmp_path, "a directory")]:
+        with pytest.raises(ValueError, match=message):
+            create_app(watched_everything, events=path)
+    rows = log(0)
+    rows["user_id"] = [int(u[2:]) for u in rows["user_id"]]  # the model's user ids are text
+    with pytest.raises(ValueError, match="its user_ids are ints, the model's are strs"):
+        create_app(watched_everything, events=tmp_path / "e1.sqlite", data_dir=write(tmp_path / "ints", rows))
+    rows = log(0)
+    rows["user_id"] = [f"other-{u}" for u in rows["user_id"]]
+    rows["item_id"] = [f"other-{i}" for i in rows["item_id"]]
+    with pytest.raises(ValueError, match="none of its 240 watches has a user or an item the model knows"):
+        create_app(watched_everything, events=tmp_path / "e2.sqlite", data_dir=write(tmp_path / "other", rows))
+    assert not (tmp_path / "e1.sqlite").exists() and not (tmp_path / "e2.sqlite").exists()
+
+
+def test_ids_with_a_slash_are_served_like_any_other(watched_everything, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ytdnn.serve.app import create_app
+
+    with TestClient(create_app(watched_everything, events=tmp_path / "events.sqlite")) as client:
+        watch = {"user_id": "team/7", "item_id": "item 3", "timestamp": 1_700_000_000}
+        assert client.post("/events", json={"watches": [watch]}).status_code == 200
+        assert client.get("/users/team%2F7/history").json()["watches"][0]["item_id"] == "item 3"
+        answer = client.get("/recommend/team%2F7?k=3").json()
+        assert answer["user_id"] == "team/7" and len(answer["items"]) == 3
+        assert "item 3" not in [item["item_id"] for item in answer["items"]]  # its posted watch is excluded

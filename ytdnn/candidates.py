@@ -161,6 +161,12 @@ class CandidateGenerator:
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
         return self
 
+    @property
+    def keeps_history(self) -> bool:
+        """Whether the model holds its users' watch history (one trained from prepared shards
+        without the logs does not: it serves every user as a new one unless given histories)."""
+        return self.streams_ is not None and len(self.streams_.watch_items) > 0
+
     def _data_key(self, prepared: str | Path | None) -> str:
         """What the model trains on: the streams and vocabularies (or the prepared shards'
         manifest) and the examples' settings."""

@@ -113,7 +113,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ytdnn.candidates import CandidateGenerator
     from ytdnn.configuration import AUTO_CHOICES
     from ytdnn.data.schema import Dataset
-    from ytdnn.eval.compare import compare
+    from ytdnn.eval.compare import MODELS, compare
     from ytdnn.eval.report import format_table, machine_description
 
     config = _settings(args)
@@ -122,6 +122,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     generator = generators if args.auto else generators[""]
     dataset = Dataset.load(args.data)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise ValueError(f"--models names no model; choose among {', '.join(MODELS)}")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory: give the JSON file to write")
     print(f"evaluating {', '.join(models)} on {args.data} ({args.protocol}); choices on validation, "
           "figures on test after a refit", file=sys.stderr, flush=True)
     records = compare(dataset, args.protocol, models, generator,
@@ -131,6 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         record.machine = machine_description()
     print(format_table(records))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
@@ -163,8 +168,7 @@ def _retrieve(args: argparse.Namespace) -> int:
 
     gen = CandidateGenerator.load(args.model)
     user = _typed_id(args.user, gen.featurizer_.users_.token_type_)
-    if gen.user_rows([user])[0] == 0:
-        print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
+    _note_history(gen, user)
     items, scores = gen.retrieve([user], k=args.k)
     titles = gen.item_titles()
     for rank, (item, score) in enumerate(zip(items[0], scores[0]), 1):
@@ -287,8 +291,7 @@ def _recommend(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model, num_candidates=args.candidates)
     gen = rec.candidates
     user = _typed_id(args.user, gen.featurizer_.users_.token_type_)
-    if gen.user_rows([user])[0] == 0:
-        print(f"user {args.user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
+    _note_history(gen, user)
     result = rec.recommend(user, k=args.k)
     if not len(result.item_ids):
         print(f"nothing to recommend to user {args.user!r}: every item the model knows is watched",
@@ -299,6 +302,14 @@ def _recommend(args: argparse.Namespace) -> int:
         nominated = f"  [{'+'.join(sources)}]" if rec.sources else ""  # which sources, with several
         print(f"{rank:4d}  {item!s:>10}  {score:10.4f}  {stage:<10}  {titles.get(item, '')}{nominated}")
     return 0
+
+
+def _note_history(gen, user: str) -> None:
+    if gen.user_rows([user])[0] == 0:
+        print(f"user {user!r} is unknown: cold start (no history, no features)", file=sys.stderr)
+    elif not gen.keeps_history:
+        print(f"note: this model keeps no history (trained from prepared shards without --data): user {user!r} "
+              "is served without their watches", file=sys.stderr)
 
 
 def _typed_id(value: str, token_type: str):
@@ -674,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, ValueError) as err:
         print(f"ytdnn: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ytdnn config show | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit
+        return 1
 
 
 if __name__ == "__main__":

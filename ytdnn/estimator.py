@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from ytdnn.datasets import RATING, as_dataset, as_ids, as_table, canonical
 from ytdnn.features import NotFittedError
 from ytdnn.modeldir import ModelDir, ModelDirError
 from ytdnn.pipeline import Recommender
-from ytdnn.retrieval.generator import queries
+from ytdnn.retrieval.generator import nearest_items, queries
 
 KIND = "ytdnn.estimator"
 FORMAT_VERSION = 1
@@ -395,20 +394,20 @@ class YouTubeDNN:
         return out
 
     def similar_items(self, item_id: Any, top_k: int = 10) -> list:
-        """The top_k items whose candidate-generator output vectors v have the highest cosine
-        with the item's, itself left out. An unknown item gets the most watched items."""
+        """The top_k items nearest the item in the candidate generator's output space v (inner
+        product, what the softmax scores with; the server's ``/similar``), itself left out. An
+        unknown item gets the most watched items."""
         self._check_fitted()
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         gen = self.recommender_.candidates
         item = int(_encode(gen.featurizer_.items_, as_ids([item_id], "item_id"))[0])
         if item == 0:
-            ranked = np.argsort(-gen.featurizer_.items_.counts_, kind="stable") + 1
+            ranked = (np.argsort(-gen.featurizer_.items_.counts_, kind="stable") + 1)[:top_k]
         else:
-            with torch.no_grad():
-                v = torch.nn.functional.normalize(gen.model_.item_vectors()[1:].detach(), dim=1)
-            cosine = (v @ v[item - 1]).numpy()  # [V - 1], ids 1..V-1
-            cosine[item - 1] = -np.inf
-            ranked = np.argsort(-cosine, kind="stable") + 1
-        return [_py(i) for i in gen.featurizer_.items_.decode(ranked[:top_k])]
+            ids = nearest_items(gen.index_, gen.model_, np.array([item]), top_k)[1][0]
+            ranked = ids[ids > 0]
+        return [_py(i) for i in gen.featurizer_.items_.decode(ranked)]
 
     # ---- evaluate -------------------------------------------------------------------------------
 
@@ -421,6 +420,8 @@ class YouTubeDNN:
 
         self._check_fitted()
         table = as_table(test, "test")
+        if not table.num_rows:
+            raise ValueError("test is empty: evaluate needs at least one (user, item) row")
         user_ids, item_ids = _pair_columns(table, "test")
         out: dict[str, float] = {}
         errors = [m for m in metrics if m in ("RMSE", "MAE")]
@@ -462,7 +463,10 @@ class YouTubeDNN:
 
     def _ranking_metrics(self, user_ids, item_ids, cuts: dict) -> dict[str, float]:
         users = as_ids(user_ids, "test user_id").to_numpy(zero_copy_only=False)
-        items = as_ids(item_ids, "test item_id").to_numpy(zero_copy_only=False)
+        items = _model_ids(self.recommender_.candidates.featurizer_.items_, as_ids(item_ids, "test item_id"))
+        if pa.types.is_integer(items.type):  # text that is no int: a target no recommended id matches
+            items = pc.fill_null(items, np.iinfo(np.int64).min)
+        items = items.to_numpy(zero_copy_only=False)
         distinct, inverse = np.unique(users, return_inverse=True)
         k = max(k for _, k in cuts.values())
         lists = self.recommend_batch(distinct, k)

@@ -300,7 +300,10 @@ def export_onnx(model, out: str | Path) -> dict[str, Any]:
         source, model = str(model), Recommender.load(model)
     generator, ranker = (model, None) if isinstance(model, CandidateGenerator) else (model.candidates, model.ranker)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: export writes a directory")
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)
     rng = np.random.default_rng(0)  # the traced sample's ids: any valid ones
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "exporter": EXPORTER, "torch": torch.__version__,
@@ -403,8 +406,22 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = md.read_json(MANIFEST)
         if not isinstance(manifest, dict) or (manifest.get("format"), manifest.get("version")) != (FORMAT, VERSION):
             raise md.error(f"not a version-{VERSION} {FORMAT} manifest")
-        graphs = [manifest["user_tower"], *(manifest["ranker"] or {"members": []})["members"]]
-        tables = [t for t in (manifest["item_vectors"], manifest.get("search_tokens")) if t is not None]
-        for name in [f for g in graphs for f in g["files"]] + [t["file"] for t in tables]:
+        for name in _files(manifest):
             md.file(name)
     return manifest
+
+
+def _files(manifest: dict[str, Any]) -> list[str]:
+    """Every file an export's manifest names (graphs with their weights, tables)."""
+    graphs = [manifest["user_tower"], *(manifest["ranker"] or {"members": []})["members"]]
+    tables = [t for t in (manifest["item_vectors"], manifest.get("search_tokens")) if t is not None]
+    return [f for g in graphs for f in g["files"]] + [t["file"] for t in tables]
+
+
+def _remove_previous(out: Path) -> None:
+    """An earlier export in ``out``: its files go, so none outlives the manifest that named it."""
+    if not (out / MANIFEST).exists():
+        return
+    for name in _files(read_manifest(out)):
+        (out / name).unlink(missing_ok=True)
+    (out / MANIFEST).unlink()

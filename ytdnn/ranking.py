@@ -118,6 +118,10 @@ class Ranker:
         of each impression the ranker reads; serving must then pass their view of every
         candidate (``rank_candidates(view=...)``).
         """
+        if impressions is None:
+            raise ValueError("Ranker.fit learns from impressions (logged or built pages) and got none: on a log "
+                             "without impressions, ytdnn.training.fit_ranker(generator, dataset, config) builds "
+                             "the pages from the candidate generator's lists")
         if not len(impressions):
             raise ValueError(
                 "the ranker has no pages to learn from: a built page needs a user with a later watch than its "

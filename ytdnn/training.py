@@ -114,7 +114,7 @@ def fit_ranker(generator: CandidateGenerator, dataset, config: TwoStageConfig | 
     sources)."""
     config = config or TwoStageConfig()
     cfg = config.impressions
-    if (generator.streams_ is None or not len(generator.streams_.watch_items)) and len(dataset.watches):
+    if not generator.keeps_history and len(dataset.watches):
         raise ValueError("the candidate generator keeps no history (trained from prepared shards without --data): "
                          "the ranker's features read it, so train the generator with --data")
     if prepared is not None:

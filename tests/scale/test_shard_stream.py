@@ -105,3 +105,9 @@ def test_training_from_shards_alone_reads_no_log_and_scores_from_the_logs(prepar
     assert "needs --data" in capsys.readouterr().err
     assert main(["train", "ranker", "--data", str(data_dir), "--model", str(tmp_path / "cli"), *small]) == 2
     assert "keeps no history" in capsys.readouterr().err  # its features would read empty histories
+    # serving it without histories would give every user one list: said, and refused where it would be written
+    assert main(["retrieve", "--model", str(tmp_path / "cli"), "--user", "3", "--k", "2"]) == 0
+    assert "keeps no history" in capsys.readouterr().err
+    assert main(["score", "--model", str(tmp_path / "cli"), "--what", "recommendations",
+                 "--out", str(tmp_path / "recs.parquet")]) == 2
+    assert "pass the logs with --data" in capsys.readouterr().err and not (tmp_path / "recs.parquet").exists()

@@ -69,18 +69,32 @@ def split_log(watches: pa.Table, protocol: str, seed: int = 0) -> Split:
     and the tenth before it validates."""
     protocol = PROTOCOLS.get(protocol, protocol)
     if protocol == P_TEMPORAL:
-        return temporal_split(watches)
+        return _check_stages(temporal_split(watches), "every user with 3 or more watches is tested on the last "
+                                                      "and validated on the one before")
     if protocol == P_RANDOM:
         if "fold" not in watches.column_names:
             folds = np.random.default_rng(seed).integers(1, RANDOM_FOLDS + 1, len(watches))
             watches = watches.append_column("fold", pa.array(folds))
-        return random_fold_split(watches)
+        return _check_stages(random_fold_split(watches), "fold 1 tests and fold 2 validates, each against "
+                                                         "the user's items in the other folds")
     if protocol == GLOBAL_TIME:
         if not has_timestamps(watches):
             raise ValueError("global-time needs timestamps; this log has none (use --protocol random)")
         start, end = (int(v.as_py()) for v in pc.min_max(watches.column("timestamp")).values())
-        return global_time_split(watches, train_end=end + 1 - max(1, round((end + 1 - start) * TEST_SHARE)))
+        split = global_time_split(watches, train_end=end + 1 - max(1, round((end + 1 - start) * TEST_SHARE)))
+        return _check_stages(split, f"the last tenth of the log's span tests and the tenth before it validates, "
+                                    f"for users seen before; the log spans {end - start} s")
     raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+
+
+def _check_stages(split: Split, how: str) -> Split:
+    """The split, or a ValueError when a stage has nothing to fit or no target to score."""
+    for name in ("valid", "test"):
+        stage = split.stage(name)
+        if not len(stage.fit.rows) or not len(stage.eval_users()):
+            what = "no watch to train on" if not len(stage.fit.rows) else "no target to score"
+            raise ValueError(f"{split.protocol}: this log leaves the {name} stage {what} ({how})")
+    return split
 
 
 def fit_candidates_and_test(

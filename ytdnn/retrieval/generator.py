@@ -47,6 +47,16 @@ def item_table(model: CandidateModel) -> tuple[np.ndarray, np.ndarray | None]:
     return v, None if bias is None else bias.detach().numpy()  # [V]
 
 
+def nearest_items(index, model: CandidateModel, rows: np.ndarray, k: int,
+                  vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k items nearest each item row [B] (> 0) by inner product in the output space v (what
+    the softmax scores with), each itself left out, through ``index``: (scores [B, k], ids [B, k],
+    0 = none). vectors: the model's v [V, d] (``item_table``) when the caller holds it."""
+    v = item_table(model)[0] if vectors is None else vectors
+    query = queries(v[rows], model, bias_slot=0.0)  # [B, d (+ 1)]: the index holds [v, b]; 0 leaves v_i . v_j
+    return index.search(query, k, exclude=[np.array([row]) for row in rows])
+
+
 def index_width(model: CandidateModel) -> int:
     """d (+ 1): the width of ``item_matrix`` rows and of ``queries``."""
     return int(model.item_vectors().shape[1]) + (model.item_bias is not None)

@@ -161,6 +161,10 @@ def score_local(model: str | Path, what: str, out: str | Path, k: int = 10, data
         pq.write_table(table, out)
         return table.num_rows
     if data is None:
+        if not rec.candidates.keeps_history:
+            out.unlink(missing_ok=True)
+            raise ValueError(f"{model} keeps no history (trained from prepared shards without --data): every user "
+                             "would get the same list; pass the logs with --data")
         tables = (score_partition(rec, what, rows, k) for rows in history_rows(rec.candidates))
     else:
         tables = (score_logs(rec, what, *logs, k=k) for logs in log_partitions(rec.candidates, data))

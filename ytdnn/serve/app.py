@@ -187,14 +187,14 @@ class RecommendFastLane:
             return None, 0
         if self.route is None:
             self.route = next(r for r in self.router.routes
-                              if getattr(r, "path", None) == "/recommend/{user_id}" and "GET" in r.methods)
+                              if getattr(r, "path_format", None) == "/recommend/{user_id}" and "GET" in r.methods)
         return user_id, k
 
 
 def _recommend_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
-    @app.get("/recommend/{user_id}", tags=["recommend"], response_model=None,
+    @app.get("/recommend/{user_id:path}", tags=["recommend"], response_model=None,
              responses=schemas.ok(schemas.Recommendation, 422))
     async def recommend(request: Request, user_id: str,
                         k: int = Query(DEFAULT_K, ge=1, le=config.max_k)) -> Response:
@@ -216,7 +216,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
                 features[name] = value
         return await _recommend(state, user_id, _check_k(k, config), features)
 
-    @app.post("/recommend/{user_id}", tags=["recommend"], response_model=None,
+    @app.post("/recommend/{user_id:path}", tags=["recommend"], response_model=None,
               responses=schemas.ok(schemas.Recommendation, 400, 413, 422),
               openapi_extra=schemas.request_body("RecommendRequest"))
     async def recommend_with_body(request: Request, user_id: str) -> Response:
@@ -234,7 +234,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
             raise ApiError(422, "features must be an object of feature: value", field="features")
         return await _recommend(state, user_id, _check_k(k, config), features)
 
-    @app.get("/similar/{item_id}", tags=["recommend"], response_model=None,
+    @app.get("/similar/{item_id:path}", tags=["recommend"], response_model=None,
              responses=schemas.ok(schemas.SimilarItems, 404, 422))
     def similar(item_id: str, k: int = Query(10, ge=1, le=config.max_k)) -> dict:
         """Items nearest ``item_id`` by inner product in the output embedding space."""
@@ -312,7 +312,7 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
             state.metrics.events.labels(table).inc(n)
         return {"stored": stored}
 
-    @app.get("/users/{user_id}/history", tags=["events"], response_model=None,
+    @app.get("/users/{user_id:path}/history", tags=["events"], response_model=None,
              responses=schemas.ok(schemas.UserHistory, 422))
     def history(user_id: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
         """The user's last ``limit`` watches and searches, oldest first."""

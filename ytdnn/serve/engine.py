@@ -31,7 +31,7 @@ import pyarrow as pa
 from ytdnn.config import Config
 from ytdnn.features.vocab import ARROW_TYPES
 from ytdnn.pipeline import Recommender
-from ytdnn.retrieval.generator import item_table, queries
+from ytdnn.retrieval.generator import item_table, nearest_items
 from ytdnn.retrieval.popular import PopularConfig
 from ytdnn.serve.events import History, coerce_id
 from ytdnn.serve.popular import PopularItems
@@ -226,9 +226,7 @@ class ServingModel:
         row = int(gen.featurizer_.items_.encode([item_id])[0])
         if row == 0:
             return None
-        # the index holds [v, b]: a 0 in the query's bias slot leaves v_i . v_j
-        query = queries(self._item_vectors[row][None, :], gen.model_, bias_slot=0.0)  # [1, d (+ 1)]
-        scores, ids = gen.index_.search(query, k, exclude=[np.array([row])])
+        scores, ids = nearest_items(gen.index_, gen.model_, np.array([row]), k, self._item_vectors)
         keep = ids[0] > 0
         decoded = gen.featurizer_.items_.decode(ids[0][keep])
         return self._entries(decoded, scores[0][keep])

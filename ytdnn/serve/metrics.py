@@ -104,7 +104,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path_format", None) or "unmatched"  # "/x/{id}", also for "{id:path}"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, endpoint, str(status)).inc()
             self.metrics.latency.labels(method, endpoint).observe(time.perf_counter() - start)

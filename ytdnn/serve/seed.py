@@ -114,23 +114,46 @@ def open_event_store(path: str | Path | None, recommender, data_dir: str | Path 
         store = InMemoryEventStore(id_type=id_type)
         return store, (_seed(store, recommender, data_dir) if seed else {})
     path = Path(path)
+    if path.is_dir() or not path.parent.is_dir():
+        raise ValueError(f"event store {path}: {'a directory' if path.is_dir() else 'its folder does not exist'}; "
+                         "give the path of a SQLite file")
     _remove_leftovers(path)
-    if path.exists():
-        store = SQLiteEventStore(path, id_type=id_type)
-        if _finished(store):
-            return store, {}
-        store.close()
-        _unlink_store(path)
-    seeded = _build(path, id_type, recommender, data_dir, seed)
-    return SQLiteEventStore(path, id_type=id_type), seeded
+    try:
+        if path.exists():
+            store = SQLiteEventStore(path, id_type=id_type)
+            if _finished(store):
+                return store, {}
+            store.close()
+            _unlink_store(path)
+        seeded = _build(path, id_type, recommender, data_dir, seed)
+        return SQLiteEventStore(path, id_type=id_type), seeded
+    except sqlite3.DatabaseError as err:  # not a database, locked, unreadable
+        raise ValueError(f"event store {path}: {err}") from None
 
 
 def _seed(store: EventStore, recommender, data_dir: str | Path | None) -> dict[str, int]:
     if data_dir:
         watches, searches = data_events(data_dir)
+        _check_matches(watches, recommender.candidates.featurizer_, data_dir)
     else:
         watches, searches = training_events(recommender.candidates)
     return store.bulk_load(watches, searches)
+
+
+def _check_matches(watches: pa.Table, featurizer, data_dir: str | Path) -> None:
+    """A store is seeded once: a log that is not the model's (other id types, or not one user or
+    item in common) would replace every known user's history for good, so it is refused."""
+    for column, vocab in (("user_id", featurizer.users_), ("item_id", featurizer.items_)):
+        ids = watches.column(column)
+        kind = "int" if pa.types.is_integer(ids.type) else "str"
+        if kind != vocab.token_type_:
+            raise ValueError(f"--data {data_dir}: its {column}s are {kind}s, the model's are {vocab.token_type_}s: "
+                             "seed the store from the log the model was trained on")
+    known = [int((featurizer.users_.encode(watches.column("user_id")) > 0).sum()),
+             int((featurizer.items_.encode(watches.column("item_id")) > 0).sum())]
+    if len(watches) and not any(known):
+        raise ValueError(f"--data {data_dir}: none of its {len(watches):,} watches has a user or an item the "
+                         "model knows: seed the store from the log the model was trained on")
 
 
 def _finished(store) -> bool:
