@@ -271,3 +271,59 @@ def test_ids_with_a_slash_are_served_like_any_other(watched_everything, tmp_path
         answer = client.get("/recommend/team%2F7?k=3").json()
         assert answer["user_id"] == "team/7" and len(answer["items"]) == 3
         assert "item 3" not in [item["item_id"] for item in answer["items"]]  # its posted watch is excluded
+
+
+def test_a_dataset_written_over_another_replaces_it_whole(tmp_path, capsys):
+    from tests.movielens_files import write_ml100k
+
+    out = str(tmp_path / "data x")
+    assert main(["data", "synth", "--preset", "tiny", "--out", out]) == 0
+    assert (tmp_path / "data x" / "impressions.parquet").exists() and (tmp_path / "data x" / "truth").is_dir()
+    assert main(["data", "movielens", str(write_ml100k(tmp_path / "ml")), "--out", out]) == 0
+    left = sorted(p.name for p in (tmp_path / "data x").iterdir())
+    assert left == ["items.parquet", "users.parquet", "watches.parquet"]  # no search, page or truth of the world
+    capsys.readouterr()
+    assert main(["data", "validate", out]) == 0
+    assert capsys.readouterr().out.strip().endswith("valid (3 watches, 2 users, 2 items)")
+
+
+def test_a_csv_folder_is_read_by_every_command(tmp_path, capsys):
+    import pandas as pd
+
+    pd.DataFrame(log(0)).to_csv(tmp_path / "watches.csv", index=False)
+    assert main(["data", "validate", str(tmp_path)]) == 0
+    assert "valid (240 watches)" in capsys.readouterr().out
+
+
+def test_a_new_generator_removes_the_ranker_of_the_old_one_and_config_show_says_what_it_has(tmp_path, capsys):
+    data, out = write(tmp_path / "d", log(0)), str(tmp_path / "model")
+    assert main(["train", "candidates", "--data", data, "--out", out, *TINY]) == 0
+    capsys.readouterr()
+    assert main(["config", "show", "--model", out]) == 0
+    shown = capsys.readouterr()
+    assert "a candidate generator alone: the ranker and impressions settings shown are the defaults" in shown.err
+    assert main(["train", "ranker", "--data", data, "--model", out, *TINY, "--set", "ranker.tower=8"]) == 0
+    capsys.readouterr()
+    assert main(["config", "show", "--model", out]) == 0  # the ranker beside it: its own settings
+    tower = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ranker.tower "))
+    assert tower.split()[1] == '"8"'
+    assert main(["train", "candidates", "--data", data, "--out", out, *TINY]) == 0  # resumed: nothing new
+    assert (tmp_path / "model" / "ranker").is_dir()
+    assert main(["train", "candidates", "--data", data, "--out", out, *TINY, "--overwrite"]) == 0
+    assert "removed" in capsys.readouterr().err and not (tmp_path / "model" / "ranker").exists()
+
+
+def test_more_commands_fail_in_one_line_before_doing_any_work(watched_everything, tmp_path, capsys):
+    assert main(["score", "--model", str(watched_everything), "--what", "users", "--out", str(tmp_path)]) == 2
+    assert "is a directory: the local engine writes one Parquet file" in capsys.readouterr().err
+    data = write(tmp_path / "d", log(0))
+    for flags, message in [(["--nproc", "0"], "--nproc must be >= 1"), (["--nproc", "2", "--timeout", "-5"], "--timeout > 0"),
+                           (["--nproc", "2", "--data", str(tmp_path / "none")], "no watches.parquet there")]:
+        argv = ["train", "candidates", "--out", str(tmp_path / "m"), "--data", data, *TINY, *flags]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "model.pkl").write_bytes(b"PK\x03\x04")
+    assert main(["config", "show", "--model", str(tmp_path / "model.pkl")]) == 2
+    assert "is a file, not a ytdnn model directory: an archive YouTubeDNN.save wrote" in capsys.readouterr().err
+    assert main(["retrieve", "--model", str(watched_everything), "--user", "u-3", "--k", "2"]) == 0  # two stages
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2

@@ -207,8 +207,10 @@ class CandidateGenerator:
         chosen = self.history_.epochs[best]["val"]
         self.selection_ = {"split": f"{split.protocol}: {len(stage.target)} targets", "monitor": monitor,
                            "epochs": best + 1, "valid": chosen, "popularity": popularity}
-        if chosen[monitor] <= popularity[monitor]:
-            warnings.warn(f"the model ends below popularity on its validation split: {monitor} "
+        # level at 1.0 is a catalogue too small to tell the two apart, not a model that failed
+        if chosen[monitor] < popularity[monitor] or chosen[monitor] == popularity[monitor] < 1.0:
+            relation = "below" if chosen[monitor] < popularity[monitor] else "level with"
+            warnings.warn(f"the model ends {relation} popularity on its validation split: {monitor} "
                           f"{chosen[monitor]:.4f} against {popularity[monitor]:.4f}; check the inputs' scale, "
                           "lr and the number of epochs", TrainingHealthWarning, stacklevel=3)
         if refit:

@@ -7,6 +7,7 @@ import faulthandler
 import functools
 import json
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -95,12 +96,23 @@ def _train_candidates(args: argparse.Namespace) -> int:
     if args.data is None and args.examples is None:
         raise ValueError("train candidates needs --data (the logs), or --examples (prepared shards)")
     config = _settings(args)
+    epochs_run = []
+
+    def on_log(record: dict) -> None:
+        epochs_run.extend(["epoch"] if "train_loss" in record else [])
+        _print_epoch(record)
+
     gen = fit_candidates(Dataset.load(args.data) if args.data else None, config, out_dir=args.out,
-                         on_log=_print_epoch, auto=args.auto, examples=args.examples, resume=not args.overwrite)
+                         on_log=on_log, auto=args.auto, examples=args.examples, resume=not args.overwrite)
     if not _writes():
         return 0
     _print_selection(gen)
     gen.save(args.out, metrics={"history": gen.history_.to_dict(), "selection": gen.selection_})
+    stale = Path(args.out) / "ranker"
+    if epochs_run and stale.is_dir() and not stale.is_symlink():  # it ranks for the generator just replaced
+        shutil.rmtree(stale)
+        print(f"note: removed {stale}, the ranker of the generator this one replaces: train it again "
+              f"(ytdnn train ranker --model {args.out})", file=sys.stderr)
     last = gen.history_.epochs[-1]
     print(f"trained {len(gen.history_.epochs)} epochs ({last['examples_per_second']:.0f} examples/s, "
           f"final loss {last['train_loss']:.4f}); model written to {args.out}")
@@ -164,9 +176,9 @@ def _print_epoch(record: dict) -> None:
 
 
 def _retrieve(args: argparse.Namespace) -> int:
-    from ytdnn.candidates import CandidateGenerator
+    from ytdnn.pipeline import Recommender
 
-    gen = CandidateGenerator.load(args.model)
+    gen = Recommender.load(args.model).candidates  # a candidates or a two-stage directory
     user = _typed_id(args.user, gen.featurizer_.users_.token_type_)
     _note_history(gen, user)
     items, scores = gen.retrieve([user], k=args.k)
@@ -242,8 +254,15 @@ def _data_parallel(args: argparse.Namespace, argv: list[str]) -> int:
 
     from ytdnn.train.distributed import launched, process_group
 
+    if args.nproc < 1 or not args.timeout > 0:
+        raise ValueError(f"--nproc must be >= 1 and --timeout > 0 seconds, got {args.nproc} and {args.timeout}")
     if args.nproc > 1 and not launched():
         import subprocess
+
+        # what fails alike in every rank fails here once, before torchrun starts N processes
+        _settings(args)
+        if getattr(args, "data", None) and not (Path(args.data) / "watches.parquet").is_file():
+            raise ValueError(f"--data {args.data}: no watches.parquet there")
         import tempfile
 
         # torchrun's own parser would take --nproc for an abbreviation of its --nproc-per-node
@@ -472,15 +491,22 @@ def _sources_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    from ytdnn.configuration import TwoStageConfig
+    from ytdnn.configuration import TwoStageConfig, from_model_config
     from ytdnn.modeldir import ModelDir
 
     if args.model and args.config:
         raise ValueError("config show takes --model or --config, not both")
     if args.model:
         md = ModelDir(args.model)
+        md.kind()  # a model directory, or a one-line error saying what it is instead
         with md.loading():
-            config = TwoStageConfig.load(md.path("config.json"))
+            document = md.read_json("config.json")
+            alone = isinstance(document, dict) and document.get("kind") == "ytdnn.candidates"
+            beside = md.read_json("ranker/config.json") if alone and md.path("ranker/config.json").is_file() else None
+            config = from_model_config(document, beside) if alone else TwoStageConfig.load(md.path("config.json"))
+        if alone and beside is None:
+            print("note: a candidate generator alone: the ranker and impressions settings shown are the defaults",
+                  file=sys.stderr)
     else:
         config = TwoStageConfig.load(args.config) if args.config else TwoStageConfig()
     config = config.with_settings(_parse_overrides(args.set))

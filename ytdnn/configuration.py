@@ -187,14 +187,17 @@ def resolve_key(key: str) -> tuple[str, str]:
     raise ValueError(f"setting {key!r} is ambiguous: write one of {', '.join(f'{s}.{key}' for s in owners)}")
 
 
-def from_model_config(document: dict) -> TwoStageConfig:
+def from_model_config(document: dict, ranker: dict | None = None) -> TwoStageConfig:
     """The settings a model directory's config.json records: a two-stage directory's
-    ``settings``, or a candidate generator's own sections."""
+    ``settings``, or a candidate generator's own sections, with those of the ranker trained
+    beside it (``ranker``: its ranker/config.json) when it has one."""
     if "settings" in document:
         return TwoStageConfig.from_dict(document["settings"])
     if document.get("kind") == "ytdnn.candidates":
         parts = {"candidates": document["candidate"], "examples": document["examples"], "train": document["train"],
                  "pipeline": {"max_items": document["max_items"], "max_tokens": document["max_tokens"]}}
+        if ranker is not None:
+            parts.update(ranker=ranker["ranker"], ranker_train=ranker["train"])
         return TwoStageConfig.from_dict(parts)
     raise ValueError(f"a {document.get('kind')!r} config.json records no settings of both stages")
 

@@ -26,6 +26,8 @@ import pyarrow.compute as pc
 from ytdnn.data.schema import SCHEMAS, DataError, Dataset, unix_seconds, validate_table
 
 MOVIELENS = ("ml-100k", "ml-1m", "ml-latest")  # the names load_movielens knows
+LATEST_RELEASES = {"ml-latest-small": "ml-latest", "ml-20m": "ml-latest", "ml-25m": "ml-latest", "ml-32m": "ml-latest"}
+_LAYOUTS = (("u.data", "ml-100k"), ("ratings.dat", "ml-1m"), ("ratings.csv", "ml-latest"))  # file -> layout
 RATING = "rating"  # the watches column that holds an explicit rating (the front door's ratings)
 
 
@@ -41,8 +43,12 @@ def load_movielens(name: str, path: str | Path, folds: str | Path | None = None)
     """
     from ytdnn.data.movielens import read_movielens, read_movielens_folds
 
+    name = LATEST_RELEASES.get(name, name)
     if name not in MOVIELENS:
-        raise ValueError(f"unknown MovieLens name {name!r}; known: {list(MOVIELENS)}")
+        raise ValueError(f"unknown MovieLens name {name!r}; known: {list(MOVIELENS) + list(LATEST_RELEASES)}")
+    found = next((layout for file, layout in _LAYOUTS if (Path(path) / file).exists()), None)
+    if folds is None and found is not None and found != name:
+        raise ValueError(f"{path} holds the {found} layout, not {name}'s: load_movielens({found!r}, ...)")
     if folds is not None:
         if name != "ml-1m":
             raise ValueError("folds= is the ml-1m fold files' directory; other releases have none")

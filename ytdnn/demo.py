@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def run_demo(preset: str = "small", out_dir: Path = Path("demo_out")) -> list[Re
     rng = np.random.default_rng(0)
     users = sorted(rng.choice(split.user_ids.to_numpy()[split.test.users()], size=3, replace=False).tolist())
     show_users(rec, users, train_end)
-    print(f"\nTry: .venv/bin/ytdnn recommend --model {out_dir / 'model'} --user {users[0]} --k 10")
+    print(f"\nTry: .venv/bin/ytdnn recommend --model {shlex.quote(str(out_dir / 'model'))} --user {users[0]} --k 10")
     step("7/7 serving over HTTP")
     from ytdnn.serve.demo import serve_demo  # FastAPI is imported only when the demo gets here
 

@@ -149,6 +149,9 @@ class ModelDir:
 
     def _require_config(self) -> None:
         self.current = CONFIG
+        if self.directory.is_file():  # YouTubeDNN.save's archive, say
+            raise ModelDirNotFoundError(f"{self.directory} is a file, not a ytdnn {self.what} directory: an archive "
+                                        "YouTubeDNN.save wrote loads with ytdnn.load, or unzip it into a directory")
         if not os.path.lexists(self.root / CONFIG):
             raise ModelDirNotFoundError(f"{self.directory} is not a ytdnn {self.what} directory "
                                         f"(no {CONFIG})")

@@ -259,3 +259,32 @@ def test_empty_ratings_files_are_errors_naming_the_file(ml100k, ml1m, folds, tex
     with pytest.raises(DataError, match="no watches") as info:
         read_movielens(root)
     assert where(info.value) == (str(root / "ratings.csv"), None, None)
+
+
+def test_genres_are_one_clean_list_in_every_layout(tmp_path):
+    from tests.movielens_files import write_ml1m
+
+    movies = [(10, "A (2001)", ("Comedy", "(no genres listed)", "", "Drama", "Comedy")), (20, "B (1995)", ("Drama",))]
+    items = read_movielens(write_ml1m(tmp_path / "ml-1m", movies=movies)).items
+    assert items.column("categories").to_pylist() == [["Comedy", "Drama"], ["Drama"]]
+
+
+def test_fold_files_beside_another_layouts_metadata_say_it_is_not_read(tmp_path):
+    from tests.movielens_files import write_ml1m_folds, write_ml100k
+
+    root = write_ml100k(tmp_path / "ml-100k")
+    with pytest.warns(UserWarning, match="u.user, u.item are not read"):
+        dataset = read_movielens(root, folds=write_ml1m_folds(tmp_path / "folds"))
+    assert dataset.users is None and dataset.items is None
+
+
+def test_load_movielens_checks_the_name_against_the_layout(tmp_path):
+    from tests.movielens_files import write_ml100k
+    from ytdnn.datasets import load_movielens
+
+    root = write_ml100k(tmp_path / "ml-100k")
+    with pytest.raises(ValueError, match="holds the ml-100k layout, not ml-1m's"):
+        load_movielens("ml-1m", root)
+    with pytest.raises(ValueError, match="holds the ml-100k layout, not ml-latest's"):
+        load_movielens("ml-25m", root)  # a release name of the ml-latest layout
+    assert len(load_movielens("ml-100k", root)["ratings"]) == 3

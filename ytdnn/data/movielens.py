@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,17 @@ def read_movielens_folds(
 def _finish(dataset: Dataset, name: str, bad: list) -> Dataset:
     report_skipped(bad)
     dataset.name, dataset.skipped_rows = name, bad
+    if dataset.items is not None and "categories" in dataset.items.column_names:
+        dataset.items = _clean_genres(dataset.items)
     return dataset.validate()
+
+
+def _clean_genres(items: pa.Table) -> pa.Table:
+    """Each movie's genres once each, in order, without empty ones or the no-genre marker: one
+    list whatever the layout wrote ("Drama|Drama", "Comedy||(no genres listed)")."""
+    rows = [None if genres is None else list(dict.fromkeys(g for g in genres if g and g != NO_GENRES))
+            for genres in items.column("categories").to_pylist()]
+    return items.set_column(items.column_names.index("categories"), "categories", pa.array(rows, pa.list_(pa.string())))
 
 
 def _read(
@@ -305,6 +316,11 @@ def _read_folds(folds_dir: Path, meta_dir: Path | None, skip: bool, bad: list) -
         )
         parts.append(rows.finish(WATCHES))
     meta = _read_meta_1m(meta_dir, skip, bad) if meta_dir is not None else {}
+    others = [n for n in ("u.user", "u.item", "movies.csv") if meta_dir is not None and (meta_dir / n).exists()]
+    if others and not meta:
+        warnings.warn(f"{meta_dir}: the fold files' users and items are read from ml-1m's users.dat and movies.dat, "
+                      f"which are not there; {', '.join(others)} are not read: the dataset has no users or items "
+                      "table", UserWarning, stacklevel=3)
     return Dataset(pa.concat_tables(parts), **meta)
 
 
@@ -339,13 +355,6 @@ def _read_csv_layout(root: Path, skip: bool, bad: list) -> Dataset:
 def _read_csv(path: Path, schema, columns: dict[str, str], skip: bool, bad: list) -> pa.Table:
     rows = parse_text(path, skip_bad_rows=skip, bad=bad)
     rows.rename(columns, schema)
-    if "categories" in rows.table.column_names:
-        genres = rows.table.column("categories")
-        rows.table = rows.table.set_column(
-            rows.table.column_names.index("categories"),
-            "categories",
-            pc.if_else(pc.equal(genres, NO_GENRES), "", genres),
-        )
     specs = schema_specs(schema, rows.table.column_names, ids="int")
     specs.update({name: _ID for name in ("user_id", "item_id", "timestamp") if name in specs})
     rows.convert(specs)

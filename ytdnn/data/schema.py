@@ -28,6 +28,7 @@ from Parquet or from a table built in Python.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +306,21 @@ def _check_unique(table: pa.Table, key: tuple[str, ...], source: str | Path) -> 
         )
 
 
+# A synthetic world's config and ground truth, written beside its tables (data.synthetic).
+WORLD_FILES = ("world.json", "truth")
+
+
+def clear_dataset(directory: Path) -> None:
+    """Remove the canonical tables and world files of a dataset written in ``directory`` before,
+    so that a dataset written there is not read mixed with an older one's tables."""
+    for name in [f"{t}.parquet" for t in TABLES] + list(WORLD_FILES):
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def has_timestamps(watches: pa.Table) -> bool:
     """False for logs without order, such as the ml-1m fold files."""
     ts = watches.column("timestamp")
@@ -344,9 +360,11 @@ class Dataset:
         return self
 
     def save(self, directory: str | Path) -> Path:
-        """Write each table as ``<directory>/<table>.parquet``."""
+        """Write each table as ``<directory>/<table>.parquet``, replacing the dataset written
+        there before (``clear_dataset``): no table of another dataset stays beside these."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        clear_dataset(directory)
         for name, table in self.tables().items():
             pq.write_table(table, directory / f"{name}.parquet")
         return directory
@@ -358,13 +376,15 @@ class Dataset:
         Each file is read by ``readers.read_parquet``, so a bad value is a DataError naming the
         file, its row and column, exactly as there.
         """
-        from ytdnn.data.readers import read_parquet  # readers imports this module
+        from ytdnn.data.readers import read_dataset, read_parquet  # readers imports this module
 
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError("no watches.parquet: the data directory does not exist", file=directory)
+        if not (directory / "watches.parquet").exists() and (directory / "watches.csv").exists():
+            return read_dataset(directory, name=name)  # comma-separated tables of the same names
         if not (directory / "watches.parquet").exists():
-            raise DataError("no watches.parquet in the data directory", file=directory)
+            raise DataError("no watches.parquet in the data directory (nor a watches.csv)", file=directory)
         tables = {
             t: read_parquet(directory / f"{t}.parquet", t)
             for t in TABLES

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ytdnn.data import synthetic_behaviour as S
-from ytdnn.data.schema import Dataset
+from ytdnn.data.schema import WORLD_FILES, Dataset
 from ytdnn.data.synthetic_config import DAY, PRESETS, WorldConfig
 from ytdnn.data.synthetic_entities import Truth, build_truth
 from ytdnn.data.synthetic_sampler import SegmentSampler
@@ -43,9 +43,9 @@ from ytdnn.data.synthetic_tables import build_dataset
 
 __all__ = ["DAY", "PRESETS", "SOURCES", "World", "WorldConfig", "generate"]
 
-CONFIG_FILE = "world.json"
+CONFIG_FILE = WORLD_FILES[0]
 TOP_SCORES = ("affinity", "click_probability", "expected_watch_time")
-TRUTH_DIR = "truth"
+TRUTH_DIR = WORLD_FILES[1]
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)  # nodes, weights for E[f(z)], z ~ N(0, 1)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ytdnn.data.schema import WORLD_FILES, clear_dataset
 from ytdnn.data.synthetic_config import WorldConfig
 from ytdnn.data.synthetic_entities import Truth, build_truth
 from ytdnn.data.synthetic_sampler import SegmentSampler
@@ -31,7 +32,7 @@ from ytdnn.data.synthetic_sessions import simulate
 from ytdnn.data.synthetic_tables import build_dataset
 
 BLOCK_WATCHES = 2_000_000  # a block's events take ~0.5 GB while simulated
-CONFIG_FILE = "world.json"
+CONFIG_FILE = WORLD_FILES[0]
 
 
 def user_blocks(truth: Truth, cfg: WorldConfig, block_watches: int) -> list[np.ndarray]:
@@ -56,6 +57,7 @@ def generate_to(config: WorldConfig, out: str | Path, block_watches: int = BLOCK
     config.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    clear_dataset(out)
     truth = build_truth(config, np.random.Generator(np.random.PCG64(config.seed)))
     sampler = SegmentSampler(truth, config)  # items only: shared by every block
     w = config.window_s

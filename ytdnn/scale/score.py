@@ -153,8 +153,10 @@ def score_local(model: str | Path, what: str, out: str | Path, k: int = 10, data
     """Write ``what`` of a model directory to the Parquet file ``out``; returns its rows.
     data: the canonical logs the model was trained on; the users' history is then built from them
     (``score_logs``) instead of read from the model (history.npz)."""
-    rec = Recommender.load(model, history=what != "items" and data is None)
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory: the local engine writes one Parquet file (the spark engine, a folder)")
+    rec = Recommender.load(model, history=what != "items" and data is None)
     out.parent.mkdir(parents=True, exist_ok=True)
     if what == "items":
         table = item_vectors(rec)

@@ -74,13 +74,14 @@ def spark_session(master: str = DEFAULT_MASTER, conf: dict[str, str] | None = No
         builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() if cores in ("", "*") else int(cores))))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    with arrow_only():  # the session's start checks pandas too
+        return builder.getOrCreate()
 
 
 @contextmanager
 def arrow_only() -> Iterator[None]:
-    """PySpark warns on pandas >= 3 when a mapInArrow is declared, though Arrow UDFs never use
-    pandas; silence exactly that warning (README: dependencies)."""
+    """PySpark warns on pandas >= 3 when its session starts and when a mapInArrow is declared,
+    though Arrow UDFs never use pandas; silence exactly that warning (README: dependencies)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         yield

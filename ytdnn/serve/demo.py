@@ -10,6 +10,7 @@ asks again, prints both lists side by side, and ends with the command that runs 
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ def serve_demo(model_dir: str | Path, user: Any = None, k: int = 5, port: int = 
     say(f"   POST /events {watch}  ->  {posted.json()}")
     _show(say, user, before, after)
     say("\nServe it yourself (Ctrl+C stops it; docs at /docs):")
-    say(f"   .venv/bin/ytdnn serve --model {model_dir} --port {port}")
+    say(f"   .venv/bin/ytdnn serve --model {shlex.quote(str(model_dir))} --port {port}")
     say(f"   curl 'http://127.0.0.1:{port}/recommend/{user}?k=5'")
     say(f"   curl -X POST http://127.0.0.1:{port}/events -H 'content-type: application/json' "
         f"-d '{json.dumps({'user_id': user, 'item_id': watch['item_id'], 'timestamp': last + 120})}'")
