@@ -8,6 +8,7 @@ every rating and a model that learns the traits from the rated bag is near exact
 from __future__ import annotations
 
 import itertools
+import json
 import pickle
 
 import numpy as np
@@ -362,3 +363,66 @@ def test_the_blend_weight_is_the_least_squares_one_clipped_to_the_unit_interval(
     assert blend_weight(ranked, other, np.array([0.0, 2.0, 1.0])) == 0.0  # clipped
     assert blend_weight(ranked, ranked, other) == 0.0  # nothing to tell apart
     assert blend_weight(np.zeros(0), np.zeros(0), np.zeros(0)) == 0.0
+
+
+# ---- scikit-learn's tools, NumPy parameters, and saves over other models ----------------------------
+
+
+TINY = {**SMALL, "epochs": 2, "num_candidates": 10, "autorec_units": 0, "negatives_per_rating": 1}
+
+
+def test_cross_validation_and_grid_search_run_it():
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    train, _ = split(planted())
+    pairs = np.stack([train["user_ids"], train["item_ids"]], axis=1)
+    scores = model_selection.cross_val_score(YouTubeDNN(**TINY), pairs, train["ratings"], cv=model_selection.KFold(2))
+    assert scores.shape == (2,) and np.all(scores < 0)  # minus the RMSE of each held-out fold
+    grid = model_selection.GridSearchCV(YouTubeDNN(**TINY), {"embedding_dim": [4, 8]}, cv=2)
+    grid.fit(pairs, train["ratings"])
+    assert grid.best_params_["embedding_dim"] in (4, 8) and grid.best_estimator_.embedding_dim == grid.best_params_["embedding_dim"]
+
+
+def test_numpy_parameters_fit_save_and_load(data, tmp_path):
+    train, _ = data
+    model = YouTubeDNN(**{**TINY, "epochs": np.int64(2), "embedding_dim": np.int64(8), "hidden_units": np.array([16]),
+                          "learning_rate": np.float32(3e-3), "num_candidates": np.int64(10)}).fit(**train)
+    again = YouTubeDNN.load(model.save(tmp_path / "model"))
+    assert again.get_params()["hidden_units"] == [16] and again.get_params()["epochs"] == 2
+    assert again.predict(0, 1) == model.predict(0, 1)
+    assert "hidden_units=array([16])" in repr(model)
+
+
+def test_a_save_over_another_model_loads_as_the_new_one(fitted, data, tmp_path):
+    train, _ = data
+    searches = pa.table({"user_id": [0, 1], "timestamp": [0, 0], "query": ["cats", "dogs"]})
+    YouTubeDNN(**TINY).fit(**train, searches=searches).save(tmp_path / "model")
+    assert (tmp_path / "model" / "candidates" / "vocab" / "tokens.json").exists()
+    fitted.save(tmp_path / "model")  # no searches: no tokens.json may stay
+    assert not (tmp_path / "model" / "candidates" / "vocab" / "tokens.json").exists()
+    assert YouTubeDNN.load(tmp_path / "model").predict(0, 1) == fitted.predict(0, 1)
+    weights = tmp_path / "model" / "candidates" / "candidate.safetensors"
+    assert weights.stat().st_mode & 0o777 == weights.parent.stat().st_mode & 0o666  # readable as its folder
+
+
+def test_more_bad_uses_are_one_clear_error(fitted, data, tmp_path):
+    train, _ = data
+    with pytest.raises(ValueError, match="an \\[N, 2\\] array; got rows of \\[3\\] values"):
+        fitted.predict(np.zeros((4, 3), np.int64))
+    with pytest.raises(ValueError, match="takes one pair"):
+        fitted.predict([1, 2], [3, 4])
+    with pytest.raises(ValueError, match="both 0: no head would learn the ratings"):
+        YouTubeDNN(**{**TINY, "rating_loss_weight": 0, "rating_class_loss_weight": 0}).fit(**train)
+    assert fitted.recommend_batch([]) == []
+    with pytest.raises(ValueError, match="10 pairs in X but 5 ratings in y"):
+        fitted.score(np.zeros((10, 2), np.int64), np.ones(5))
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(ValueError, match="is a file: save writes a directory there"):
+        fitted.save(tmp_path / "plain")
+    path = fitted.save(tmp_path / "model")
+    document = json.loads((path / "estimator.json").read_text())
+    for edit, message in [({**document, "extra": 1}, "expected format_version, kind and params"),
+                          ({**document, "params": None}, "expected format_version, kind and params"),
+                          ({**document, "params": {**document["params"], "rating_output": "bogus"}}, "rating_output")]:
+        (path / "estimator.json").write_text(json.dumps(edit))
+        with pytest.raises(ModelDirError, match=message):
+            YouTubeDNN.load(path)

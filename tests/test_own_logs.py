@@ -327,3 +327,15 @@ def test_more_commands_fail_in_one_line_before_doing_any_work(watched_everything
     assert "is a file, not a ytdnn model directory: an archive YouTubeDNN.save wrote" in capsys.readouterr().err
     assert main(["retrieve", "--model", str(watched_everything), "--user", "u-3", "--k", "2"]) == 0  # two stages
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(monkeypatch, capsys):
+    import ytdnn.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ytdnn.cli, "_config_show", interrupted)
+    assert main(["config", "show"]) == 130
+    assert capsys.readouterr().err.strip() == ("ytdnn: interrupted; a train command run again the same way resumes "
+                                               "from its last checkpoint")

@@ -31,7 +31,7 @@ from ytdnn.eval.protocols import holdout_split
 from ytdnn.features.text import tokenize_many
 from ytdnn.index import load_index
 from ytdnn.index.factory import IndexConfig, make_index
-from ytdnn.modeldir import ModelDir
+from ytdnn.modeldir import ModelDir, readable_as_folder, remove_entries
 from ytdnn.models.candidate import CandidateConfig, CandidateModel, CandidateSizes
 from ytdnn.models.layers import eval_mode
 from ytdnn.retrieval.generator import index_width, item_matrix, queries
@@ -413,8 +413,10 @@ class CandidateGenerator:
             "candidate": self.model_cfg.to_dict(), "examples": self.example_cfg.to_dict(),
             "train": self.train_cfg.to_dict(), "max_items": self.max_items, "max_tokens": self.max_tokens,
         }
+        remove_entries(directory, ["vocab", "index", "metrics.json"])  # an earlier model's, written here before
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_model(self.model_, str(directory / "candidate.safetensors"))
+        readable_as_folder(directory / "candidate.safetensors")
         self.featurizer_.save(directory / "vocab")
         (directory / "vocab" / "titles.json").write_text(json.dumps(list(self.titles_.items())))
         np.savez(directory / "history.npz", **{name: getattr(self.streams_, name) for name in _STREAM_FIELDS},

@@ -711,6 +711,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, ValueError) as err:
         print(f"ytdnn: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: training has checkpointed every finished epoch
+        print("ytdnn: interrupted; a train command run again the same way resumes from its last "
+              "checkpoint", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `ytdnn config show | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit
         return 1

@@ -26,6 +26,12 @@ class Config:
         """Subclasses raise ValueError for settings that cannot work."""
 
     def __post_init__(self) -> None:
+        # NumPy scalars (a grid built with np.arange, say) are the Python numbers they hold, so
+        # that validation and the JSON of a model directory see int, float and bool
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:
+                object.__setattr__(self, field.name, value.item())
         self.validate()
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -151,9 +152,21 @@ class YouTubeDNN:
             setattr(self, name, value)
         return self
 
+    _estimator_type = "regressor"  # scikit-learn < 1.6 reads this; later versions __sklearn_tags__
+
+    def __sklearn_tags__(self):
+        """What scikit-learn >= 1.6 asks of every estimator (cross_val_score, GridSearchCV): a
+        regressor of ratings over [N, 2] (user, item) id pairs, ids being text or ints. scikit-learn
+        is not a dependency of ytdnn: this runs only when it asks."""
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=False),
+                    regressor_tags=RegressorTags(), input_tags=InputTags(string=True, categorical=True),
+                    non_deterministic=False)
+
     def __repr__(self) -> str:
         defaults = type(self)().get_params()
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if _plain_param(v) != _plain_param(defaults[k])]
         return f"YouTubeDNN({', '.join(changed)})"
 
     def configs(self, ordered: bool = True, ratings: bool = True, num_users: int = 0) -> dict[str, Any]:
@@ -167,7 +180,7 @@ class YouTubeDNN:
         from ytdnn.samples.ratings import RatingConfig
         from ytdnn.train.config import TrainConfig
 
-        if not isinstance(self.num_candidates, int) or self.num_candidates < 1:
+        if not _is_int(self.num_candidates) or self.num_candidates < 1:
             raise ValueError(f"num_candidates must be an int >= 1, got {self.num_candidates!r}")
         train = TrainConfig(lr=float(self.learning_rate), batch_size=self.batch_size,
                             max_epochs=self.epochs, seed=self.seed, progress=bool(self.verbose),
@@ -189,25 +202,28 @@ class YouTubeDNN:
             "model": RankerConfig(tower=tower, max_items=self.n_classes, dropout=float(self.ranker_dropout),
                                   max_embedding_dim=self.embedding_dim, **heads),
             # rated pairs: a cosine decay of the lr, which ends where constant lr only wobbles
-            "train": train.replace(max_epochs=self.ranker_epochs or self.epochs,
+            "train": train.replace(max_epochs=self.epochs if self.ranker_epochs is None else self.ranker_epochs,
                                    lr_schedule="cosine" if ratings else "constant"),
             "ratings": RatingConfig(negatives_per_rating=self.negatives_per_rating, seed=self.seed,
                                     autorec_units=self._autorec_units(ratings, num_users),
                                     autorec_weight=None if self.autorec_weight is None else float(self.autorec_weight)),
         }
-        return {"candidates": candidates, "ranker": ranker, "num_candidates": self.num_candidates}
+        return {"candidates": candidates, "ranker": ranker, "num_candidates": int(self.num_candidates)}
 
     def _autorec_units(self, ratings: bool, num_users: int) -> int:
         """``autorec_units``, or where None AUTOREC_UNITS for a rated log of up to AUTOREC_MAX_USERS."""
         if self.autorec_units is not None:
-            if not isinstance(self.autorec_units, int) or self.autorec_units < 0:
+            if not _is_int(self.autorec_units) or self.autorec_units < 0:
                 raise ValueError(f"autorec_units must be None or an int >= 0, got {self.autorec_units!r}")
-            return self.autorec_units
+            return int(self.autorec_units)
         return AUTOREC_UNITS if ratings and 0 < num_users <= AUTOREC_MAX_USERS else 0
 
     def _rating_output(self) -> str:
         """``rating_output``, or where None the mean of both heads (ml-1m validation: 5e-4 under
         either alone, bench/results/estimator_tuning.md), else the one head with a loss weight."""
+        if not (self.rating_loss_weight > 0 or self.rating_class_loss_weight > 0):
+            raise ValueError("rating_loss_weight and rating_class_loss_weight are both 0: no head would learn the "
+                             "ratings predict returns; set one of them > 0")
         if self.rating_output is not None:
             return self.rating_output
         if self.rating_loss_weight > 0 and self.rating_class_loss_weight > 0:
@@ -323,6 +339,8 @@ class YouTubeDNN:
         ``batch_predict``."""
         if item_id is None:
             return self.batch_predict(user_id)
+        if np.ndim(user_id) or np.ndim(item_id):
+            raise ValueError("predict(user_id, item_id) takes one pair; many go as predict(pairs) or batch_predict")
         return float(self.batch_predict([(user_id, item_id)])[0])
 
     def batch_predict(self, pairs: Any) -> np.ndarray:
@@ -363,6 +381,8 @@ class YouTubeDNN:
                         return_scores: bool = False) -> list[list]:
         """``recommend`` for each of B users -> B lists."""
         self._check_fitted()
+        if not len(user_ids):
+            return []
         users = _model_ids(self.recommender_.candidates.featurizer_.users_, as_ids(user_ids, "user_ids")).to_pylist()
         if exclude_seen:
             recs = self.recommender_.recommend_batch(users, top_k)
@@ -484,7 +504,10 @@ class YouTubeDNN:
         from ytdnn.datasets import as_numbers
 
         truth = as_numbers(y, "y")
-        return -float(np.sqrt(np.mean((self.batch_predict(X) - truth) ** 2)))
+        predicted = self.batch_predict(X)
+        if len(predicted) != len(truth):
+            raise ValueError(f"score: {len(predicted)} pairs in X but {len(truth)} ratings in y")
+        return -float(np.sqrt(np.mean((predicted - truth) ** 2)))
 
     # ---- save / load ----------------------------------------------------------------------------
 
@@ -494,6 +517,9 @@ class YouTubeDNN:
         suffix: weights are safetensors, the rest JSON and .npz (ytdnn.modeldir)."""
         self._check_fitted()
         path = Path(path)
+        if path.is_file() and not path.suffix:
+            raise ValueError(f"{path} is a file: save writes a directory there, or a zip archive to a path "
+                             "with a suffix (model.zip)")
         if path.suffix and not path.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)  # as a directory's save makes its parents
             with tempfile.TemporaryDirectory() as tmp:
@@ -510,7 +536,7 @@ class YouTubeDNN:
     def _save_dir(self, directory: Path) -> Path:
         self.recommender_.save(directory)
         np.savez(directory / STATS_FILE, **self.stats_)
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        params = {k: _plain_param(v) for k, v in self.get_params().items()}
         document = {"format_version": FORMAT_VERSION, "kind": KIND, "params": params}
         (directory / ESTIMATOR_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         return directory
@@ -537,13 +563,17 @@ class YouTubeDNN:
                     raise md.error(f"not a {KIND!r} document")
                 if document.get("format_version") != FORMAT_VERSION:
                     raise md.error(f"format_version {document.get('format_version')} is not {FORMAT_VERSION}")
-                unknown = sorted(set(document.get("params", {})) - set(cls._param_names()))
+                if sorted(document) != ["format_version", "kind", "params"] or not isinstance(document["params"], dict):
+                    raise md.error(f"holds {sorted(document)}: expected format_version, kind and params (an object)")
+                unknown = sorted(set(document["params"]) - set(cls._param_names()))
                 if unknown:
                     raise md.error(f"unknown parameter(s) {unknown}")
                 model = cls(**document["params"])
                 with np.load(md.file(STATS_FILE), allow_pickle=False) as arrays:
                     model.stats_ = {key: arrays[key] for key in
                                     ("user_mean", "item_mean", "global_mean", "scale", "has_ratings")}
+                md.current = ESTIMATOR_FILE
+                model.configs(ratings=bool(model.stats_["has_ratings"][0]))  # each parameter checked as fit checks it
                 model.recommender_ = Recommender.load(directory)
         except ModelDirError as err:
             raise ModelDirError(str(err).replace(str(directory), str(shown), 1)) from err
@@ -590,6 +620,17 @@ def _extract(archive: Path, into: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _plain_param(value: Any) -> Any:
+    """A constructor argument as JSON holds it: NumPy values as Python ones, sequences as lists."""
+    if isinstance(value, np.ndarray | tuple | list):
+        return [_plain_param(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _model_ids(vocab, ids: pa.Array) -> pa.Array:
     """``ids`` in the model's id type, as the server reads them (``serve.events.coerce_id``): ints
     as their decimal text for a model of str ids; for a model of int ids, each text that is an
@@ -631,6 +672,9 @@ def _pair_columns(pairs: Any, what: str) -> tuple[Any, Any]:
     elif isinstance(pairs, np.ndarray) and pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.dtype != object:
         users, items = pairs[:, 0], pairs[:, 1]
     elif _is_pairs(pairs) or (isinstance(pairs, list) and not pairs):
+        widths = {len(p) for p in pairs} if not isinstance(pairs, np.ndarray) else {pairs.shape[1]}
+        if widths - {2}:
+            raise ValueError(f"{what} must be (user, item) pairs, an [N, 2] array; got rows of {sorted(widths)} values")
         array = np.asarray(pairs, dtype=object).reshape(-1, 2) if len(pairs) else np.zeros((0, 2), np.int64)
         users, items = _column_values(array[:, 0]), _column_values(array[:, 1])
     else:

@@ -26,8 +26,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,25 @@ class ModelDir:
             raise
         except Exception as err:  # chained as __cause__ for library callers
             raise self.error(f"{type(err).__name__}: {err}") from err
+
+
+def readable_as_folder(path: Path) -> Path:
+    """safetensors writes its files 0600, every other file follows the umask: give ``path`` the
+    read and write bits of its folder (made under the umask), so that whoever may read the model
+    directory (a service account, say) may read its weights too."""
+    os.chmod(path, path.parent.stat().st_mode & 0o666)
+    return path
+
+
+def remove_entries(directory: Path, names: Iterable[str]) -> None:
+    """Remove the files and folders ``names`` of ``directory`` that exist (a symlink itself, never
+    what it points to): what an earlier save wrote there and this one does not replace."""
+    for name in names:
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import pyarrow as pa
 
 from ytdnn.candidates import CandidateGenerator
 from ytdnn.configuration import TwoStageConfig
-from ytdnn.modeldir import CONFIG, ModelDir
+from ytdnn.modeldir import CONFIG, ModelDir, remove_entries
 from ytdnn.ranking import Ranker, load_ranker
 from ytdnn.retrieval.base import Context
 from ytdnn.retrieval.blend import Sources, blend
@@ -265,12 +264,7 @@ class Recommender:
     def save_sources(self, directory: Path) -> None:
         """Write the other candidate sources and sources.json into ``directory``, replacing any
         an earlier model left there (none: none is left)."""
-        (directory / SOURCES).unlink(missing_ok=True)
-        old = directory / "sources"
-        if old.is_symlink():
-            old.unlink()
-        elif old.is_dir():
-            shutil.rmtree(old)
+        remove_entries(directory, [SOURCES, "sources"])
         if self.sources:
             listing = [{"name": src.name, "dir": f"sources/{src.name}", "candidates": n} for src, n in self.sources]
             for (src, _), entry in zip(self.sources, listing):

@@ -37,7 +37,7 @@ from safetensors.torch import load_model, save_model
 from ytdnn.data.schema import DataError
 from ytdnn.features.quantiles import QuantileNormalizer
 from ytdnn.features.ranking import Queries, RankingFeaturizer
-from ytdnn.modeldir import CONFIG, ModelDir
+from ytdnn.modeldir import CONFIG, ModelDir, readable_as_folder, remove_entries
 from ytdnn.models.autorec import RatingAutoencoder
 from ytdnn.models.layers import eval_mode
 from ytdnn.models.ranker import RankerConfig, RankerModel, RankerSizes
@@ -640,8 +640,12 @@ class Ranker:
         config = {"format_version": FORMAT_VERSION, "kind": KIND, "ranker": self.model_cfg.to_dict(),
                   "train": self.train_cfg.to_dict(), "sizes": dataclasses.asdict(self.model_.sizes),
                   "ratings": None if self.rating_cfg is None else self.rating_cfg.to_dict()}
+        # an earlier model's, written here before
+        remove_entries(directory, ["features", "ratings.npz", "rating_quantiles.json", "autorec.safetensors",
+                                   "metrics.json"])
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_model(self.model_, str(directory / "ranker.safetensors"))
+        readable_as_folder(directory / "ranker.safetensors")
         self.featurizer_.save(directory / "features")
         if self.rating_cfg is not None:
             log = self.rating_log_
@@ -653,6 +657,7 @@ class Ranker:
             self.rating_normalizer_.to_json(directory / "rating_quantiles.json")
             if self.rating_cfg.autorec_units:
                 save_model(self.autorec_, str(directory / "autorec.safetensors"))
+                readable_as_folder(directory / "autorec.safetensors")
         if metrics is not None:
             (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return directory

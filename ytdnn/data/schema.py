@@ -28,7 +28,6 @@ from Parquet or from a table built in Python.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from ytdnn.modeldir import remove_entries
 
 ID = "id"  # int64 or string, see the module docstring
 
@@ -313,12 +314,7 @@ WORLD_FILES = ("world.json", "truth")
 def clear_dataset(directory: Path) -> None:
     """Remove the canonical tables and world files of a dataset written in ``directory`` before,
     so that a dataset written there is not read mixed with an older one's tables."""
-    for name in [f"{t}.parquet" for t in TABLES] + list(WORLD_FILES):
-        path = directory / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    remove_entries(directory, [f"{t}.parquet" for t in TABLES] + list(WORLD_FILES))
 
 
 def has_timestamps(watches: pa.Table) -> bool:

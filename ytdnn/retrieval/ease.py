@@ -27,7 +27,7 @@ from ytdnn.config import Config
 from ytdnn.eval.baselines import EASE, EASEConfig
 from ytdnn.eval.interactions import Interactions
 from ytdnn.features import check_fitted
-from ytdnn.modeldir import ModelDir
+from ytdnn.modeldir import ModelDir, readable_as_folder
 from ytdnn.retrieval.base import (
     Context,
     check_exclude,
@@ -181,6 +181,7 @@ class EASESource:
         check_fitted(self, "weights_")
         directory = write_config(directory, KIND, FORMAT_VERSION, self.num_items, self.cfg)
         save_file({"weights": self.weights_, "items": self.items_}, str(directory / WEIGHTS))
+        readable_as_folder(directory / WEIGHTS)
         return directory
 
     @classmethod
