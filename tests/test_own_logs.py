@@ -339,3 +339,18 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(monkeypatch, capsys):
     assert main(["config", "show"]) == 130
     assert capsys.readouterr().err.strip() == ("ytdnn: interrupted; a train command run again the same way resumes "
                                                "from its last checkpoint")
+
+
+def test_a_vocabulary_edited_by_hand_is_named(watched_everything, tmp_path):
+    import shutil
+
+    from ytdnn.candidates import CandidateGenerator
+    from ytdnn.modeldir import ModelDirError
+
+    shutil.copytree(watched_everything / "candidates", tmp_path / "c")
+    path = tmp_path / "c" / "vocab" / "items.json"
+    vocab = json.loads(path.read_text())
+    path.write_text(json.dumps({**vocab, "tokens": vocab["tokens"][:-1], "counts": vocab["counts"][:-1]}))
+    with pytest.raises(ModelDirError, match="vocab/items.json: 39 tokens, but candidate.safetensors's watch_bag.weight "
+                                            "has rows for 40"):
+        CandidateGenerator.load(tmp_path / "c")

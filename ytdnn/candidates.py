@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from ytdnn.eval.baselines import Popularity
@@ -446,6 +447,7 @@ class CandidateGenerator:
             gen = cls(config["candidate"], config["examples"], config["train"], config["max_items"],
                       config["max_tokens"])
             gen.featurizer_ = Featurizer.load(md.folder("vocab", check_entries=True))
+            _check_vocabulary(md, gen.featurizer_)
             gen.titles_ = {item: title for item, title in md.read_json("vocab/titles.json")}
             gen.streams_ = None
             if history:
@@ -490,6 +492,18 @@ def _warn_if_diverging(history: History, num_items: int) -> None:
         i = rising[0]
         warnings.warn(f"the training loss rose over epoch {i + 1}: {losses[i - 1]:.4f} -> {losses[i]:.4f}; "
                       "lower the lr or set grad_clip", TrainingHealthWarning, stacklevel=4)
+
+
+def _check_vocabulary(md: ModelDir, featurizer: Featurizer) -> None:
+    """ModelDirError naming the vocabulary file whose size the weights' tables do not have."""
+    with safe_open(md.weights("candidate.safetensors"), "pt") as weights:
+        rows = {name: weights.get_slice(name).get_shape()[0] for name in weights.keys()}  # noqa: SIM118 (no __iter__)
+    for table, vocab, size in (("watch_bag.weight", "vocab/items.json", featurizer.num_items),
+                               ("search_bag.weight", "vocab/tokens.json", featurizer.num_tokens)):
+        if table in rows and rows[table] != size:
+            md.current = vocab
+            raise md.error(f"{size - 1:,} tokens, but candidate.safetensors's {table} has rows for {rows[table] - 1:,}: "
+                           "the vocabulary and the weights come from different models")
 
 
 def _check_streams(md: ModelDir, streams: EventStreams, featurizer: Featurizer) -> None:
