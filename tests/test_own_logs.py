@@ -354,3 +354,46 @@ def test_a_vocabulary_edited_by_hand_is_named(watched_everything, tmp_path):
     with pytest.raises(ModelDirError, match="vocab/items.json: 39 tokens, but candidate.safetensors's watch_bag.weight "
                                             "has rows for 40"):
         CandidateGenerator.load(tmp_path / "c")
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(watched_everything, tmp_path, caplog):
+    import anyio
+    from fastapi.testclient import TestClient
+
+    from ytdnn.serve.app import create_app
+
+    app = create_app(watched_everything, events=tmp_path / "events.sqlite")
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}  # the client is gone before its body arrived
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/events", "raw_path": b"/events", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "scheme": "http", "root_path": "",
+             "http_version": "1.1", "asgi": {"version": "3.0"}}
+    with TestClient(app), caplog.at_level("ERROR"):  # lifespan: the store and the inference thread
+        anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 499 and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_the_server_answers_head_and_refuses_compressed_bodies(watched_everything, tmp_path):
+    import gzip
+
+    from fastapi.testclient import TestClient
+
+    from ytdnn.serve.app import create_app
+
+    with TestClient(create_app(watched_everything, events=tmp_path / "events.sqlite")) as client:
+        for path in ("/health", "/metrics"):  # what load balancers and uptime checks send
+            answer = client.head(path)
+            assert answer.status_code == 200 and answer.content == b""
+        watch = json.dumps({"watches": [{"user_id": "u-1", "item_id": "item 3", "timestamp": 1}]}).encode()
+        refused = client.post("/events", content=gzip.compress(watch), headers={"Content-Encoding": "gzip"})
+        assert refused.status_code == 415 and "Content-Encoding 'gzip'" in refused.json()["error"]["message"]
+        lie = client.post("/events", content=watch, headers={"Content-Encoding": "br"})  # said, not done
+        assert lie.status_code == 415
+        assert client.post("/events", content=watch, headers={"Content-Encoding": "identity"}).status_code == 200

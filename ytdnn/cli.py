@@ -358,6 +358,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(max_batch_size=args.max_batch, num_threads=args.threads,
                          num_candidates=args.candidates, fast_path=not args.reference_path)
     token = os.environ.get("YTDNN_ADMIN_TOKEN") or None
+    if token is not None and not token.isascii():
+        raise ValueError("YTDNN_ADMIN_TOKEN must be ASCII: an HTTP header cannot carry it as typed")
+    _check_port_free(args.host, args.port)  # before the model loads and the store is seeded
     if args.workers > 1:  # each worker sets its threads and switch interval itself
         from ytdnn.serve.workers import serve_workers
 
@@ -383,6 +386,16 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log, timeout_graceful_shutdown=10, http=JSONErrorH11Protocol)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def _report(args: argparse.Namespace) -> int:

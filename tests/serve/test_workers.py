@@ -13,7 +13,7 @@ from ytdnn.pipeline import Recommender
 from ytdnn.serve.engine import ServeConfig
 from ytdnn.serve.events_sqlite import SQLiteEventStore
 from ytdnn.serve.seed import open_event_store
-from ytdnn.serve.workers import ENV, MODEL_DIR, app_from_environment
+from ytdnn.serve.workers import ENV, MODEL_DIR, app_from_environment, open_shared_store
 
 
 def test_a_reload_is_recorded_for_new_workers_and_signals_the_supervisor(
@@ -41,3 +41,7 @@ def test_a_reload_is_recorded_for_new_workers_and_signals_the_supervisor(
         assert shared.get_meta(MODEL_DIR) == str(other_model_dir)
     with TestClient(app_from_environment()) as replacement:  # a new worker loads the recorded one
         assert replacement.get("/health").json()["model"]["model_dir"] == str(other_model_dir)
+    # the next run starts from its own --model, not from the reload of this one
+    assert open_shared_store(model_dir, events, seed=False) == events
+    with SQLiteEventStore(events) as shared:
+        assert shared.get_meta(MODEL_DIR) == str(model_dir.absolute())

@@ -217,7 +217,7 @@ def _recommend_routes(app: FastAPI, state: ServeState) -> None:
         return await _recommend(state, user_id, _check_k(k, config), features)
 
     @app.post("/recommend/{user_id:path}", tags=["recommend"], response_model=None,
-              responses=schemas.ok(schemas.Recommendation, 400, 413, 422),
+              responses=schemas.ok(schemas.Recommendation, 400, 413, 415, 422),
               openapi_extra=schemas.request_body("RecommendRequest"))
     async def recommend_with_body(request: Request, user_id: str) -> Response:
         """As GET, with ``{"k": 10, "features": {"geo": "US", "age": 31}}`` as the body."""
@@ -286,7 +286,7 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
     @app.post("/events", tags=["events"], response_model=None,
-              responses=schemas.ok(schemas.Stored, 400, 413, 422),
+              responses=schemas.ok(schemas.Stored, 400, 413, 415, 422),
               openapi_extra=schemas.request_body("EventBatch", "WatchEvent", "SearchEvent"))
     async def post_events(request: Request) -> dict:
         """Store watches and searches; the next recommendation of their users reads them."""
@@ -319,15 +319,16 @@ def _event_routes(app: FastAPI, state: ServeState) -> None:
         user = state.holder.current.user_id(user_id)
         return {**state.store.history(user, limit).to_dict(), "limit": limit}
 
-    @app.get("/health", tags=["operations"], response_model=None,
-             responses=schemas.ok(schemas.Health))
+    # HEAD too: what load balancers and uptime checks send (RFC 9110 §9.3.2)
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["operations"], response_model=None,
+                   responses=schemas.ok(schemas.Health))
     def health() -> dict:
         model = state.holder.current
         return {"status": "ok", "model": model.describe(), "events": type(state.store).__name__,
                 "pending_recommendations": state.batcher.pending(), "reloads": state.holder.reloads}
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @app.api_route("/metrics", methods=["GET", "HEAD"], tags=["operations"], response_class=PlainTextResponse,
+                   responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics() -> Response:
         """Request counts and latency histograms, in Prometheus text format."""
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
@@ -337,7 +338,7 @@ def _admin_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
     @app.post("/admin/reload", tags=["admin"], response_model=None,
-              responses=schemas.ok(schemas.Reloaded, 400, 401, 403, 413, 422),
+              responses=schemas.ok(schemas.Reloaded, 400, 401, 403, 413, 415, 422),
               openapi_extra=schemas.request_body("ReloadRequest", required=False))
     async def reload(request: Request) -> dict:
         """Load a model directory (default: the current one again) and swap it in atomically.
@@ -348,8 +349,8 @@ def _admin_routes(app: FastAPI, state: ServeState) -> None:
             check_admin(request.client.host if request.client else None,
                         request.headers.get("authorization"), state.admin_token,
                         forwarded=is_forwarded(request.headers))
-        except AdminRefused as err:
-            raise ApiError(err.status, str(err)) from None
+        except AdminRefused as err:  # a 401 names its scheme (RFC 9110 §11.6.1)
+            raise ApiError(err.status, str(err), {"WWW-Authenticate": "Bearer"} if err.status == 401 else None) from None
         body = await read_json(request, config.max_body_bytes, empty={})
         if not isinstance(body, dict) or set(body) - {"model_dir"}:
             raise ApiError(422, "expected {\"model_dir\": \"...\"} (or no body)")

@@ -87,6 +87,9 @@ def parse_json(data: bytes) -> Any:
 async def read_json(request: Request, max_bytes: int, empty: Any = ...) -> Any:
     """The request body as JSON: 413 when over ``max_bytes``, 400 when not JSON (see the module
     docstring); an empty body is ``empty`` when given."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # gzip, br, ...: read as JSON they would be garbage or a lie
+        raise ApiError(415, f"Content-Encoding {encoding!r} is not accepted: send the JSON body uncompressed")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"the body is over {max_bytes} bytes")

@@ -21,6 +21,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ytdnn.serve.engine import BadInput
 
@@ -30,8 +31,8 @@ log = logging.getLogger("ytdnn.serve")
 class ApiError(Exception):
     """A 4xx answer: ``status``, a message, and any JSON-ready context (field, index, ...)."""
 
-    def __init__(self, status: int, message: str, **context: Any):
-        self.status, self.message = status, message
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **context: Any):
+        self.status, self.message, self.headers = status, message, headers
         self.context = {k: v for k, v in context.items() if v is not None}
         super().__init__(message)
 
@@ -66,7 +67,7 @@ def one_line(text: str, limit: int = 300) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.message, **err.context)
+        return error_response(err.status, err.message, headers=err.headers, **err.context)
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, err: BadInput) -> JSONResponse:  # an id or feature the model cannot take
@@ -83,6 +84,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return error_response(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, err: ClientDisconnect) -> JSONResponse:
+        # the client left before its body arrived: nothing failed here, and no one reads the
+        # answer; 499 is the status proxies count such requests under ("client closed request")
+        log.debug("client left during %s %s", request.method, request.url.path)
+        return error_response(499, "client closed the request")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -182,6 +182,7 @@ ERROR_DESCRIPTIONS = {
     404: "Unknown item",
     413: "Body over the size limit, or too many events",
     414: "Request target (path and query) over the size limit",
+    415: "A compressed body (Content-Encoding other than identity)",
     422: "A value the API or the model cannot take",
     431: "Request headers over the size limit",
 }

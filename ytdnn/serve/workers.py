@@ -16,7 +16,8 @@ there, records its directory in the store (meta key ``model_dir``) and sends SIG
 uvicorn's supervisor, which replaces the workers one by one, each replacement serving before the
 worker it replaces is stopped (uvicorn >= 0.30), so no request is refused. A new worker loads the
 directory the store records, else the one given at start. ``kill -HUP <parent>`` reloads every
-worker likewise; a SIGHUP to one worker would end it (send it to the parent).
+worker likewise; a SIGHUP to one worker would end it (send it to the parent). A new run
+records its ``--model`` first: a reload lasts until the server stops.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from ytdnn.serve.seed import STORE_FILE
 
 ENV = "YTDNN_SERVE_WORKER"  # the parent's settings, read by every worker's app factory
 MODEL_DIR = "model_dir"  # the store's meta key: the directory new workers load
@@ -40,15 +43,11 @@ def serve_workers(model_dir: str | Path, *, workers: int, config, host: str = "1
     """Open (and seed) the store, then run ``workers`` uvicorn processes until stopped."""
     import uvicorn
 
-    from ytdnn.pipeline import Recommender
     from ytdnn.serve.protocol import JSONErrorH11Protocol
-    from ytdnn.serve.seed import open_event_store
 
     if workers < 2:
         raise ValueError(f"serve_workers needs workers >= 2, got {workers}")
-    events = Path(events) if events is not None else Path(model_dir) / "events.sqlite"
-    store, _ = open_event_store(events, Recommender.load(model_dir), data_dir, seed)
-    store.close()
+    events = open_shared_store(model_dir, events, data_dir, seed)
     os.environ[ENV] = json.dumps({
         "model_dir": str(Path(model_dir).absolute()), "events": str(events.absolute()),
         "config": config.to_dict(), "switch_interval_s": switch_interval_s, "supervisor": os.getpid(),
@@ -56,6 +55,20 @@ def serve_workers(model_dir: str | Path, *, workers: int, config, host: str = "1
     uvicorn.run("ytdnn.serve.workers:app_from_environment", factory=True, workers=workers, host=host,
                 port=port, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=10,
                 http=JSONErrorH11Protocol, timeout_worker_healthcheck=HEALTHCHECK_S)
+
+
+def open_shared_store(model_dir: str | Path, events: str | Path | None, data_dir: str | Path | None = None,
+                      seed: bool = True) -> Path:
+    """The parent's part: open (and seed) the store the workers share, recording ``model_dir``
+    as the one they load (not one that a reload during an earlier run recorded); -> its path."""
+    from ytdnn.pipeline import Recommender
+    from ytdnn.serve.seed import open_event_store
+
+    events = Path(events) if events is not None else Path(model_dir) / STORE_FILE
+    store, _ = open_event_store(events, Recommender.load(model_dir), data_dir, seed)
+    store.set_meta(MODEL_DIR, str(Path(model_dir).absolute()))
+    store.close()
+    return events
 
 
 def app_from_environment():
