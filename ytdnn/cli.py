@@ -96,10 +96,11 @@ def _train_candidates(args: argparse.Namespace) -> int:
     if args.data is None and args.examples is None:
         raise ValueError("train candidates needs --data (the logs), or --examples (prepared shards)")
     config = _settings(args)
-    epochs_run = []
+    epochs_run = []  # the epochs this process trained: none when it only found a finished run
 
     def on_log(record: dict) -> None:
-        epochs_run.extend(["epoch"] if "train_loss" in record else [])
+        if "train_loss" in record:
+            epochs_run.append(record["epoch"])
         _print_epoch(record)
 
     gen = fit_candidates(Dataset.load(args.data) if args.data else None, config, out_dir=args.out,
