@@ -397,3 +397,16 @@ def test_the_server_answers_head_and_refuses_compressed_bodies(watched_everythin
         lie = client.post("/events", content=watch, headers={"Content-Encoding": "br"})  # said, not done
         assert lie.status_code == 415
         assert client.post("/events", content=watch, headers={"Content-Encoding": "identity"}).status_code == 200
+
+
+def test_serve_checks_its_port_and_token_before_loading_anything(watched_everything, monkeypatch, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a taken port: no run can start and hang
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--model", str(watched_everything), "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "loading" not in err  # before the model loads
+        monkeypatch.setenv("YTDNN_ADMIN_TOKEN", "sécret")
+        assert main(["serve", "--model", str(watched_everything), "--port", port]) == 2
+        assert "YTDNN_ADMIN_TOKEN must be ASCII" in capsys.readouterr().err
