@@ -131,10 +131,11 @@ class CandidateGenerator:
 
     def _fit(self, watches, searches, users, validate, items, out_dir, resume, on_log, cfg: TrainConfig,
              prepared: str | Path | None = None):
+        manifest = None
         if prepared is None:
             self.featurizer_ = Featurizer(self.max_items, self.max_tokens).fit(watches, searches, users)
         else:
-            stream = self._prepared_stream(prepared, cfg)  # sets featurizer_
+            stream, manifest = self._prepared_stream(prepared, cfg)  # sets featurizer_
         self.titles_ = _titles(items)
         self.streams_ = self.featurizer_.streams(watches if watches is not None else self.featurizer_.no_watches(),
                                                  searches, users)
@@ -156,7 +157,8 @@ class CandidateGenerator:
             validate=None if validate is None else (lambda model: validate(self)),
             out_dir=out_dir, resume=resume, on_log=on_log,
             num_examples=len(stream) if prepared is not None else examples.num_examples_per_epoch(),
-            data_key=None if out_dir is None else self._data_key(prepared), model_settings=self.model_cfg.to_dict(),
+            data_key=None if out_dir is None else self._data_key(manifest),
+            model_settings=self.model_cfg.to_dict(),
         )
         self.model_.eval()
         _warn_if_diverging(self.history_, self.featurizer_.num_items - 1)
@@ -168,20 +170,20 @@ class CandidateGenerator:
         without the logs does not: it serves every user as a new one unless given histories)."""
         return self.streams_ is not None and len(self.streams_.watch_items) > 0
 
-    def _data_key(self, prepared: str | Path | None) -> str:
+    def _data_key(self, manifest: dict | None) -> str:
         """What the model trains on: the streams and vocabularies (or the prepared shards'
-        manifest) and the examples' settings."""
+        ``manifest``) and the examples' settings."""
         f = self.featurizer_
-        data = [read_manifest(prepared)[0]] if prepared is not None else [
+        data = [manifest] if manifest is not None else [
             self.streams_, f.items_.tokens_, f.users_.tokens_, None if f.tokens_ is None else f.tokens_.tokens_]
         return data_fingerprint(*data, self.example_cfg.to_dict())
 
-    def _prepared_stream(self, prepared: str | Path, cfg: TrainConfig) -> ShardStream:
+    def _prepared_stream(self, prepared: str | Path, cfg: TrainConfig) -> tuple[ShardStream, dict]:
         manifest, self.featurizer_, shards = read_manifest(prepared)
         if ExampleConfig.from_dict(manifest["examples"]) != self.example_cfg:
             raise ValueError(f"{prepared} was prepared with other example settings ({manifest['examples']}) "
                              "than this generator's: prepare again with the same --config/--set")
-        return ShardStream(shards, self.featurizer_, cfg.batch_size, seed=cfg.seed, shard=current_shard())
+        return ShardStream(shards, self.featurizer_, cfg.batch_size, seed=cfg.seed, shard=current_shard()), manifest
 
     def _fit_auto_validated(self, watches, searches, users, items, out_dir, resume, on_log,
                             refit: bool) -> CandidateGenerator:
